@@ -1,0 +1,32 @@
+# Every target builds its own virtual environment from scratch when it is missing, so that
+# `make demo` and `make test` work on a fresh machine with nothing but Python 3.10+.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test check pytest bench clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/python examples/demo.py
+
+check: $(BIN)/.installed
+	$(BIN)/ruff check lambdaguard tests benchmarks examples
+	$(BIN)/mypy
+
+pytest: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+test: check pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf .venv .venv-* build *.egg-info .mypy_cache .pytest_cache .ruff_cache

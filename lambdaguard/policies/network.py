@@ -1,0 +1,264 @@
+"""The ``network`` policy: what a network target is, allow-list entries, and matching.
+
+Allow-list entries (docs/network.md has the full table)::
+
+    api.example.com          a host name (any port)
+    api.example.com:443      a host name on one port
+    *.amazonaws.com          a host glob (``*`` matches one or more characters, dots too)
+    203.0.113.7  / :443      an IPv4 address, optionally with a port
+    ::1  /  [::1]:8080       an IPv6 address; brackets when a port follows
+    10.0.0.0/8  / :443       a CIDR block, optionally with a port ([2001:db8::/32]:443 for IPv6)
+    unix:/run/app/*.sock     an AF_UNIX socket path glob
+
+An allowed host name also allows the addresses its resolution returned: when a lookup of
+an allowed name goes ahead, its answers are remembered (see :func:`remember_resolution`) so
+that the connect that follows, which only knows the IP, is matched back to the name.
+
+Lambda's own plumbing (Runtime API, extensions API, X-Ray daemon) is always permitted; the
+addresses are read from the environment when the rule is built, so that changing
+``os.environ`` later can neither loosen nor break a policy in force.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from lambdaguard.errors import ConfigError
+from lambdaguard.policy import Event, Rule, register
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Actions whose target is a name lookup: the port, if any, is not part of the decision,
+# because a lookup reveals the name, not the port.
+LOOKUP_ACTIONS = frozenset({"resolve", "reverse-resolve"})
+
+ACCEPTED_ENTRIES = (
+    "accepted: host, host:port, *.glob, *.glob:port, IPv4, IPv4:port, IPv6, [IPv6]:port, "
+    "CIDR, CIDR:port, [IPv6-CIDR]:port, unix:/path/glob"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkTarget:
+    """Where a network operation goes: an IP or host name and a port, or a unix path."""
+
+    family: str  # "inet", "inet6", "unix" or another AF_* name in lower case
+    host: str | None  # IP address text, host name, or unix path
+    port: int | None = None
+
+    def __str__(self) -> str:
+        if self.family == "unix":
+            return f"unix:{self.host}"
+        host = self.host if self.host is not None else "*"
+        if self.port is None:
+            return host
+        if ":" in host:
+            return f"[{host}]:{self.port}"
+        return f"{host}:{self.port}"
+
+    @property
+    def ip(self) -> IPAddress | None:
+        return parse_ip(self.host) if self.host is not None and self.family != "unix" else None
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An IP address, with IPv6 scope ids dropped and IPv4-mapped IPv6 unwrapped; else None."""
+    if "%" in text:
+        text = text.split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def normalise_name(name: str) -> str:
+    return name.strip().rstrip(".").lower()
+
+
+# --- resolutions of allowed names -------------------------------------------------------
+
+_RESOLVED_LIMIT = 4096
+_resolved: OrderedDict[IPAddress, frozenset[str]] = OrderedDict()
+_resolved_lock = threading.Lock()
+
+
+def remember_resolution(name: str, addresses: Iterable[str]) -> None:
+    """Record that ``name`` resolved to ``addresses`` (bounded; oldest forgotten first)."""
+    name = normalise_name(name)
+    with _resolved_lock:
+        for text in addresses:
+            ip = parse_ip(text)
+            if ip is None:
+                continue
+            names = _resolved.pop(ip, frozenset())
+            _resolved[ip] = names | {name}
+        while len(_resolved) > _RESOLVED_LIMIT:
+            _resolved.popitem(last=False)
+
+
+def names_for(ip: IPAddress) -> frozenset[str]:
+    return _resolved.get(ip, frozenset())
+
+
+# --- allow-list entries -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)  # no slots: rules are pickled into process-pool workers
+class _Entry:
+    kind: str  # "name", "glob", "ip", "net", "unix"
+    value: str | IPAddress | IPNetwork
+    port: int | None
+
+    def port_ok(self, port: int | None, action: str) -> bool:
+        return self.port is None or action in LOOKUP_ACTIONS or port == self.port
+
+    def matches_name(self, name: str, port: int | None, action: str) -> bool:
+        if not self.port_ok(port, action):
+            return False
+        if self.kind == "name":
+            return name == self.value
+        if self.kind == "glob":
+            assert isinstance(self.value, str)
+            return fnmatch.fnmatchcase(name, self.value)
+        return False
+
+    def matches_ip(self, ip: IPAddress, port: int | None, action: str) -> bool:
+        if not self.port_ok(port, action):
+            return False
+        if self.kind == "ip":
+            return ip == self.value
+        if self.kind == "net":
+            assert isinstance(self.value, ipaddress.IPv4Network | ipaddress.IPv6Network)
+            return ip.version == self.value.version and ip in self.value
+        return False
+
+
+def _parse_port(text: str, entry: str, source: str) -> int:
+    if text.isdigit() and 0 < int(text) < 65536:
+        return int(text)
+    raise ConfigError(
+        f"{source}: allow-list entry {entry!r} has port {text!r}; a port is a whole number "
+        f"from 1 to 65535; {ACCEPTED_ENTRIES}."
+    )
+
+
+def parse_entry(entry: str, *, source: str) -> _Entry:
+    """Parse one allow-list entry; ConfigError names the entry and the accepted forms."""
+    if entry.startswith("unix:"):
+        path = entry[len("unix:") :]
+        if not path:
+            raise ConfigError(f"{source}: allow-list entry {entry!r} has no path; {ACCEPTED_ENTRIES}.")
+        return _Entry("unix", path, None)
+
+    port: int | None = None
+    if entry.startswith("["):
+        close = entry.find("]")
+        if close < 0 or entry[close + 1 :] not in ("",) and not entry[close + 1 :].startswith(":"):
+            raise ConfigError(f"{source}: allow-list entry {entry!r} is malformed; {ACCEPTED_ENTRIES}.")
+        host = entry[1:close]
+        if entry[close + 1 :]:
+            port = _parse_port(entry[close + 2 :], entry, source)
+    elif entry.count(":") == 1:
+        host, port_text = entry.split(":")
+        port = _parse_port(port_text, entry, source)
+    else:
+        host = entry  # a bare IPv6 address or block has several colons and no port
+
+    if "/" in host:
+        try:
+            return _Entry("net", ipaddress.ip_network(host, strict=False), port)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} is not a valid CIDR block; "
+                f"{ACCEPTED_ENTRIES}."
+            ) from None
+    ip = parse_ip(host)
+    if ip is not None:
+        return _Entry("ip", ip, port)
+    if ":" in host:
+        raise ConfigError(f"{source}: allow-list entry {entry!r} is not a valid IPv6 address; {ACCEPTED_ENTRIES}.")
+    name = normalise_name(host)
+    allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-._*")
+    if not name or not set(name) <= allowed:
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is not a host name, address or block; "
+            f"{ACCEPTED_ENTRIES}."
+        )
+    return _Entry("glob" if "*" in name else "name", name, port)
+
+
+# --- Lambda's own plumbing ----------------------------------------------------------------
+
+
+def plumbing_entries(environ: Mapping[str, str]) -> tuple[_Entry, ...]:
+    """Entries for the Runtime/extensions API and the X-Ray daemon, read from ``environ``.
+
+    AWS_LAMBDA_RUNTIME_API is ``host:port`` (the Runtime API, and the extensions and
+    telemetry APIs, which Lambda serves on the same address). AWS_XRAY_DAEMON_ADDRESS is
+    ``host:port`` or ``udp:host:port tcp:host:port``. These are Lambda's variables, not
+    ours: a malformed one is skipped rather than raised, since the function cannot fix it.
+    """
+    texts: list[str] = []
+    runtime_api = environ.get("AWS_LAMBDA_RUNTIME_API", "")
+    if runtime_api:
+        texts.append(runtime_api)
+    for token in environ.get("AWS_XRAY_DAEMON_ADDRESS", "").split():
+        for prefix in ("udp:", "tcp:"):
+            if token.startswith(prefix):
+                token = token[len(prefix) :]
+        texts.append(token)
+    entries: list[_Entry] = []
+    for text in texts:
+        try:
+            entries.append(parse_entry(text.strip(), source="plumbing"))
+        except ConfigError:
+            continue
+    return tuple(entries)
+
+
+# --- the rule -----------------------------------------------------------------------------
+
+
+@register
+class Network(Rule):
+    """The ``network`` policy: outbound connections, datagrams, DNS lookups, listening sockets.
+
+    Example::
+
+        guard(network=Network("block", allow=["*.amazonaws.com:443", "10.0.0.0/8"]))
+    """
+
+    policy = "network"
+
+    def _compile(self, entries: tuple[str, ...], *, source: str) -> None:
+        parsed = [parse_entry(entry, source=source) for entry in entries]
+        parsed += plumbing_entries(os.environ)
+        self._names = tuple(e for e in parsed if e.kind in ("name", "glob"))
+        self._addresses = tuple(e for e in parsed if e.kind in ("ip", "net"))
+        self._unix = tuple(e for e in parsed if e.kind == "unix")
+
+    def permits(self, event: Event) -> bool:
+        target = event.subject
+        if not isinstance(target, NetworkTarget) or target.host is None:
+            return False
+        action, port = event.action, target.port
+        if target.family == "unix":
+            return any(fnmatch.fnmatchcase(target.host, str(e.value)) for e in self._unix)
+        ip = target.ip
+        if ip is None:
+            name = normalise_name(target.host)
+            return any(e.matches_name(name, port, action) for e in self._names)
+        if any(e.matches_ip(ip, port, action) for e in self._addresses):
+            return True
+        # An IP that an allowed name resolved to is allowed under that name's entry.
+        return any(e.matches_name(name, port, action) for name in names_for(ip) for e in self._names)

@@ -1,0 +1,113 @@
+"""Carry the current scope into work started from it: threads, pools, executors.
+
+asyncio tasks copy the context themselves. Everything else starts with an empty context,
+which would run guarded work unguarded, so lambdaguard patches the places where work is
+handed over:
+
+* ``threading.Thread.start`` and ``_thread.start_new_thread``: the new thread runs in a
+  copy of the starting thread's context;
+* ``ThreadPoolExecutor.submit`` (and so ``loop.run_in_executor``): each submission runs in
+  a copy of the submitter's context. It is the submission that carries the scope, not the
+  pool: a worker thread that ran guarded work runs later unguarded work unguarded;
+* ``ProcessPoolExecutor.submit``: the submission carries the policy layers in force,
+  pickled, and re-enters them in the worker process.
+
+Forked children inherit the forking thread's context with the rest of the process.
+Nothing is copied when no scope is active, so unguarded code pays one ContextVar read.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextvars
+import threading
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+from lambdaguard.policy import Policy
+from lambdaguard.scope import ScopeState, _scope, current_state
+from lambdaguard.sensors._patching import patch
+
+
+def _in_scope() -> bool:
+    return current_state() is not None
+
+
+def _thread_start(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if instance is not None and _in_scope():
+        context = contextvars.copy_context()
+        run = instance.run
+        # An instance attribute wins over the class's run(), also in subclasses.
+        instance.run = lambda: context.run(run)
+    return wrapped(*args, **kwargs)
+
+
+def _start_new_thread(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if _in_scope() and args:
+        context = contextvars.copy_context()
+        function = args[0]
+        args = (lambda *a, **k: context.run(function, *a, **k), *args[1:])
+    return wrapped(*args, **kwargs)
+
+
+def _thread_pool_submit(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _in_scope() or not args:
+        return wrapped(*args, **kwargs)
+    context = contextvars.copy_context()
+    return wrapped(context.run, *args, **kwargs)
+
+
+class ScopedCall:
+    """A process-pool submission that re-enters its submitter's policy in the worker."""
+
+    def __init__(self, function: Callable[..., Any], layers: tuple[Policy, ...]) -> None:
+        self.function = function
+        self.layers = layers
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from lambdaguard.sensors import ensure_installed
+
+        ensure_installed()
+        owner = object()
+        layered = tuple((owner, policy) for policy in self.layers)
+        token = _scope.set(ScopeState(layered, {}, None, _scope.get(), owner))
+        try:
+            return self.function(*args, **kwargs)
+        finally:
+            _scope.reset(token)
+
+
+def _layers_in_force() -> tuple[Policy, ...]:
+    from lambdaguard import scope
+
+    state = current_state()
+    if state is None:
+        return ()
+    base = tuple(
+        policy.replaced(state.overrides[owner]) if owner in state.overrides else policy
+        for owner, policy in scope._baseline_layers
+    )
+    return base + tuple(policy for _, policy in state.layers)
+
+
+def _process_pool_submit(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if not _in_scope() or not args:
+        return wrapped(*args, **kwargs)
+    return wrapped(ScopedCall(args[0], _layers_in_force()), *args[1:], **kwargs)
+
+
+_installed = False
+_lock = threading.Lock()
+
+
+def install() -> None:
+    global _installed
+    with _lock:
+        if _installed:
+            return
+        patch(threading, "Thread.start", _thread_start)
+        patch(_thread, "start_new_thread", _start_new_thread)
+        patch(futures.ThreadPoolExecutor, "submit", _thread_pool_submit)
+        patch(futures.ProcessPoolExecutor, "submit", _process_pool_submit)
+        _installed = True

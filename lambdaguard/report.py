@@ -1,0 +1,316 @@
+"""Report violations and relaxations: one JSON line each, bounded, never raising.
+
+A violation line is a powertools-Logger-shaped JSON object (``level``, ``message``,
+``timestamp``, ``service``, ``cold_start``, ``function_*``, ``xray_trace_id``) with:
+
+* ``"lambdaguard"``: policy, mode, action, target, location (first frame outside
+  lambdaguard), stack, and any details from the sensor;
+* an embedded-metric-format (EMF) directive (``"_aws"``), so the same line is also one
+  data point of the CloudWatch metric ``LambdaGuard/Violations`` with the dimensions
+  ``Policy`` and ``Mode``. One line, one log record, one metric value: nothing to flush.
+
+Why not powertools' Logger for every line: importing it costs 50-60 ms of cold start
+(docs/performance.md). lambdaguard writes the same keys itself with ``json`` and only goes
+through powertools when the user hands in their own ``Logger`` (``guard(logger=...)`` or
+``configure(logger=...)``); then the line carries that logger's keys and settings.
+
+Bounded: each invocation (one call of a guarded handler) writes at most
+``LAMBDAGUARD_REPORT_LIMIT`` violation lines (default 100); the rest are counted and, when
+the invocation ends, summarised in one line per policy and mode, whose metric value is the
+number suppressed, so the metric still counts every violation.
+
+Never raising: a failure to format or write a line is swallowed and counted
+(:func:`failures`), since the guard must never break the handler it protects.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from lambdaguard import _internal
+from lambdaguard._frames import user_frames
+
+if TYPE_CHECKING:
+    from lambdaguard.policy import Event, Mode, Policy, Rule
+
+DEFAULT_LIMIT = 100
+TARGET_LIMIT = 1024  # characters of a target kept in a line; the rest is cut and marked
+METRIC_NAMESPACE = "LambdaGuard"
+METRIC_NAME = "Violations"
+
+_lock = threading.Lock()
+_failures = 0
+_cold_start = True
+
+
+def failures() -> int:
+    """How many lines could not be written since the process started."""
+    return _failures
+
+
+def safe_text(value: object, limit: int = TARGET_LIMIT) -> str:
+    """Any target as printable text: bytes decoded with escapes, lone surrogates escaped.
+
+    json.dumps then escapes quotes and control characters, so a hostile target still
+    gives exactly one valid JSON line.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        text = bytes(value).decode("utf-8", "backslashreplace")
+    else:
+        text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > limit:
+        text = text[:limit] + f"...[{len(text) - limit} more]"
+    return text
+
+
+# --- invocations -------------------------------------------------------------------------------
+
+
+class Invocation:
+    """One call of a guarded handler: its Lambda context and its reporting budget."""
+
+    def __init__(self, lambda_context: Any, limit: int, *, cold_start: bool) -> None:
+        self.limit = limit
+        self.written = 0
+        self.suppressed: dict[tuple[str, str], int] = {}
+        self.keys = _lambda_keys(lambda_context)
+        self.cold_start = cold_start
+
+
+def _take_cold_start() -> bool:
+    """True for the first invocation in this process (the Lambda cold start), then False."""
+    global _cold_start
+    with _lock:
+        first, _cold_start = _cold_start, False
+    return first
+
+
+def _lambda_keys(context: Any) -> dict[str, Any]:
+    if context is None:
+        return {}
+    keys: dict[str, Any] = {}
+    for key, attribute in (
+        ("function_name", "function_name"),
+        ("function_memory_size", "memory_limit_in_mb"),
+        ("function_arn", "invoked_function_arn"),
+        ("function_request_id", "aws_request_id"),
+    ):
+        value = getattr(context, attribute, None)
+        if value is not None:
+            keys[key] = value
+    return keys
+
+
+def _looks_like_lambda_context(value: object) -> bool:
+    return hasattr(value, "aws_request_id") and hasattr(value, "function_name")
+
+
+# Work outside any guarded handler (module import, with-blocks in scripts) is reported
+# against this process-level pseudo-invocation; its suppressed count is flushed when the
+# first real invocation starts.
+_outside = Invocation(None, DEFAULT_LIMIT, cold_start=True)
+_invocation: contextvars.ContextVar[Invocation] = contextvars.ContextVar(
+    "lambdaguard_invocation", default=_outside
+)
+_in_handler: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "lambdaguard_in_handler", default=False
+)
+
+
+@contextmanager
+def invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Iterator[None]:
+    """Begin an invocation around a guarded call, unless one is already running here.
+
+    Only the outermost guarded call is an invocation: a guarded helper called from a
+    guarded handler shares the handler's budget.
+    """
+    if _in_handler.get():
+        yield
+        return
+    context = next((a for a in args[:3] if _looks_like_lambda_context(a)), None)
+    _flush(_outside)
+    current = Invocation(context, limit, cold_start=_take_cold_start())
+    token = _invocation.set(current)
+    handler_token = _in_handler.set(True)
+    try:
+        yield
+    finally:
+        _in_handler.reset(handler_token)
+        _invocation.reset(token)
+        _flush(current)
+
+
+def _flush(inv: Invocation) -> None:
+    with _lock:
+        pending, inv.suppressed = inv.suppressed, {}
+    for (policy, mode), count in sorted(pending.items()):
+        _emit(
+            "WARNING",
+            f"lambdaguard suppressed {count} {policy} {mode} violation lines this invocation",
+            {"event": "suppressed", "policy": policy, "mode": mode, "suppressed": count},
+            metric=(policy, mode, count),
+            inv=inv,
+        )
+
+
+# --- what gets reported ------------------------------------------------------------------------
+
+
+def violation(event: Event, verdict: Mode) -> None:
+    """Report one alerted or blocked operation, within this invocation's budget."""
+    inv = _invocation.get()
+    with _lock:
+        if inv.written >= inv.limit:
+            key = (event.policy, verdict.value)
+            inv.suppressed[key] = inv.suppressed.get(key, 0) + 1
+            return
+        inv.written += 1
+    try:
+        frames = user_frames()
+        payload: dict[str, Any] = {
+            "event": "violation",
+            "policy": event.policy,
+            "mode": verdict.value,
+            "action": event.action,
+            "target": safe_text(event.target),
+            "location": frames[0] if frames else "<unknown>",
+            "stack": frames,
+        }
+        if event.details:
+            payload["details"] = {k: _safe_value(v) for k, v in event.details.items()}
+        verb = "blocked" if verdict.value == "block" else "alerted on"
+        message = f"lambdaguard {verb} {event.policy} {event.action} {payload['target']}"
+        level = "ERROR" if verdict.value == "block" else "WARNING"
+    except Exception:
+        _count_failure()
+        return
+    _emit(level, message, payload, metric=(event.policy, verdict.value, 1), inv=inv)
+
+
+def relaxation(owner: object, before: Policy, rules: Mapping[str, Rule]) -> None:
+    """Report a deliberate loosening (``relaxed``, ``Baseline.update``, ``Baseline.remove``)."""
+    try:
+        frames = user_frames()
+        changes = {
+            name: {
+                "from": _rule_text(before.rules.get(name)),
+                "to": _rule_text(rule),
+            }
+            for name, rule in rules.items()
+        }
+        payload = {
+            "event": "relaxed",
+            "by": safe_text(repr(owner), 300),
+            "changes": changes,
+            "location": frames[0] if frames else "<unknown>",
+            "stack": frames,
+        }
+    except Exception:
+        _count_failure()
+        return
+    _emit("WARNING", "lambdaguard policy relaxed", payload, metric=None, inv=_invocation.get())
+
+
+def notice(message: str, payload: dict[str, Any]) -> None:
+    """Report something that is neither a violation nor a relaxation (e.g. a /tmp wipe)."""
+    _emit("INFO", message, payload, metric=None, inv=_invocation.get())
+
+
+def _rule_text(rule: Rule | None) -> str:
+    return "allow" if rule is None else repr(rule)
+
+
+def _safe_value(value: Any) -> Any:
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_safe_value(v) for v in value[:64]]
+    return safe_text(value)
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _count_failure() -> None:
+    global _failures
+    with _lock:
+        _failures += 1
+
+
+def _emit(
+    level: str,
+    message: str,
+    payload: dict[str, Any],
+    *,
+    metric: tuple[str, str, int] | None,
+    inv: Invocation,
+) -> None:
+    with _internal.own_work():
+        try:
+            extra: dict[str, Any] = {"lambdaguard": payload}
+            if metric is not None:
+                policy, mode, count = metric
+                extra.update(_emf(policy, mode, count))
+            from lambdaguard.scope import current_logger
+
+            logger = current_logger()
+            if logger is not None:
+                log = logger.error if level == "ERROR" else logger.warning
+                if level == "INFO":
+                    log = logger.info
+                log(message, extra=extra)
+                return
+            record = _base_record(level, message, inv)
+            record.update(extra)
+            line = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)
+            stream = sys.stdout
+            with _lock:
+                stream.write(line + "\n")
+                stream.flush()
+        except Exception:
+            _count_failure()
+
+
+def _emf(policy: str, mode: str, count: int) -> dict[str, Any]:
+    return {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": METRIC_NAMESPACE,
+                    "Dimensions": [["Policy", "Mode"]],
+                    "Metrics": [{"Name": METRIC_NAME, "Unit": "Count"}],
+                }
+            ],
+        },
+        "Policy": policy,
+        "Mode": mode,
+        METRIC_NAME: count,
+    }
+
+
+def _base_record(level: str, message: str, inv: Invocation) -> dict[str, Any]:
+    now = time.time()
+    record: dict[str, Any] = {
+        "level": level,
+        "location": "lambdaguard",
+        "message": message,
+        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now))
+        + f",{int(now * 1000) % 1000:03d}+0000",
+        "service": os.environ.get("POWERTOOLS_SERVICE_NAME", "service_undefined"),
+        "cold_start": inv.cold_start,
+    }
+    record.update(inv.keys)
+    trace = os.environ.get("_X_AMZN_TRACE_ID", "")
+    if trace:
+        root = next((p[5:] for p in trace.split(";") if p.startswith("Root=")), trace)
+        record["xray_trace_id"] = safe_text(root, 100)
+    return record

@@ -1,0 +1,461 @@
+"""Where policy is in force: ``guard`` scopes, the ``configure`` baseline, and relaxations.
+
+State lives in two places:
+
+* the process-wide **baseline** (``configure``): module globals, seen at once by every
+  thread, including threads already running (FunctionShield's model);
+* the **scoped** layers (``guard``): a ``ContextVar`` holding an immutable
+  :class:`ScopeState`, so each thread and each asyncio task sees its own scopes. asyncio
+  copies the context into every task; lambdaguard.propagation carries it into threads and
+  pool submissions.
+
+Each ScopeState caches the merged :class:`~lambdaguard.policy.Active` view of baseline plus
+scoped layers, keyed by the baseline's version, so the sensors' hot path
+(:func:`current`) is a ContextVar read and an integer compare.
+
+Loosening only goes through the object that set a policy: ``g.relaxed(...)`` replaces the
+rules of *g's own* layers for the duration of a ``with`` block; every other layer still
+applies, so code inside a blocked scope gains nothing by opening ``guard(network="allow")``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from lambdaguard import report
+from lambdaguard.environment import build_policy, build_relaxation
+from lambdaguard.policy import Active, Mode, Policy, Rule, merge
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+PolicyValue = Mode | str | Rule | None
+
+# --- the process-wide baseline -------------------------------------------------------------
+
+_baseline_lock = threading.Lock()
+_baseline_layers: tuple[tuple[Baseline, Policy], ...] = ()
+_baseline_version = 0
+_baseline_active: Active | None = None
+
+
+def _set_baseline(layers: tuple[tuple[Baseline, Policy], ...]) -> None:
+    global _baseline_layers, _baseline_version, _baseline_active
+    # Compute first, publish after: a reader on another thread sees either the old or the
+    # new (layers, active) pair, and the version bump invalidates every cached merge.
+    active = merge(policy for _, policy in layers)
+    _baseline_layers = layers
+    _baseline_active = active
+    _baseline_version += 1
+
+
+# --- scoped state --------------------------------------------------------------------------
+
+
+class ScopeState:
+    """The scoped layers in force in one context. Immutable once published."""
+
+    __slots__ = ("_active", "_version", "layers", "logger", "overrides", "owner", "parent")
+
+    def __init__(
+        self,
+        layers: tuple[tuple[object, Policy], ...],
+        overrides: Mapping[Baseline, Mapping[str, Rule]],
+        logger: Any,
+        parent: ScopeState | None,
+        owner: object,
+    ) -> None:
+        self.layers = layers  # (owner, policy), outermost first
+        self.overrides = overrides  # baseline handle -> rules relaxed in this context
+        self.logger = logger  # a powertools Logger handed in by the innermost guard, or None
+        self.parent = parent
+        self.owner = owner  # the guard or relaxation that pushed this state
+        self._version = -1
+        self._active: Active | None = None
+
+    def active(self) -> Active | None:
+        if self._version != _baseline_version:
+            version = _baseline_version
+            base = [
+                policy.replaced(self.overrides[owner]) if owner in self.overrides else policy
+                for owner, policy in _baseline_layers
+            ]
+            # Benign race: two threads sharing this state may both compute; same result.
+            self._active = merge([*base, *(policy for _, policy in self.layers)])
+            self._version = version
+        return self._active
+
+
+_scope: contextvars.ContextVar[ScopeState | None] = contextvars.ContextVar(
+    "lambdaguard_scope", default=None
+)
+
+
+def current() -> Active | None:
+    """The merged policy in force here, or None when nothing can object to anything.
+
+    This is the sensors' hot path: keep it to a ContextVar read and a compare.
+    """
+    state = _scope.get()
+    if state is None:
+        return _baseline_active
+    return state.active()
+
+
+def current_state() -> ScopeState | None:
+    return _scope.get()
+
+
+def current_logger() -> Any:
+    state = _scope.get()
+    if state is not None and state.logger is not None:
+        return state.logger
+    return _default_logger
+
+
+_default_logger: Any = None
+
+
+def _push(state: ScopeState) -> None:
+    _scope.set(state)
+
+
+def _pop(owner: object, what: str) -> None:
+    state = _scope.get()
+    if state is None or state.owner is not owner:
+        raise RuntimeError(
+            f"lambdaguard: {what} exited in a different order than it was entered, or in a "
+            "different thread or task; scopes must nest like with-blocks."
+        )
+    _scope.set(state.parent)
+
+
+def _activate_sensors(policy: Policy) -> None:
+    # Sensors (patches and the audit hook) are installed on the first layer that can
+    # object to anything; an all-"allow" guard costs nothing and installs nothing.
+    if not policy.is_inert():
+        from lambdaguard.sensors import ensure_installed
+
+        ensure_installed()
+
+
+def _policy_arguments(
+    network: PolicyValue,
+    tmp: PolicyValue,
+    subprocess: PolicyValue,
+    handler_source: PolicyValue,
+    more: Mapping[str, object],
+) -> dict[str, object]:
+    given: dict[str, object] = {
+        "network": network,
+        "tmp": tmp,
+        "subprocess": subprocess,
+        "handler_source": handler_source,
+        **more,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+# --- relaxation ------------------------------------------------------------------------------
+
+
+class _Relaxation:
+    """``with owner.relaxed(...)``: the owner's own layers use other rules in this block."""
+
+    def __init__(self, owner: guard | Baseline, rules: dict[str, Rule]) -> None:
+        self._owner = owner
+        self._rules = rules
+
+    def __enter__(self) -> _Relaxation:
+        parent = _scope.get()
+        layers = parent.layers if parent is not None else ()
+        overrides: Mapping[Baseline, Mapping[str, Rule]] = (
+            parent.overrides if parent is not None else {}
+        )
+        owner = self._owner
+        if isinstance(owner, Baseline):
+            current_policy = owner.policy_in_force()
+            if current_policy is None:
+                raise RuntimeError(
+                    "lambdaguard: relaxed() on a configure() handle that was removed."
+                )
+            previous = overrides.get(owner, {})
+            overrides = {**overrides, owner: {**previous, **self._rules}}
+            before = current_policy.replaced(previous)
+        else:
+            mine = [policy for layer_owner, policy in layers if layer_owner is owner]
+            if not mine:
+                raise RuntimeError(
+                    "lambdaguard: relaxed() only loosens a guard that is in force here; "
+                    "use it inside the guard's with-block or decorated function."
+                )
+            before = mine[-1]
+            layers = tuple(
+                (o, p.replaced(self._rules) if o is owner else p) for o, p in layers
+            )
+        report.relaxation(self._owner, before, self._rules)
+        logger = parent.logger if parent is not None else None
+        _push(ScopeState(layers, overrides, logger, parent, self))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _pop(self, "relaxed()")
+
+
+# --- guard -------------------------------------------------------------------------------------
+
+
+class guard:  # noqa: N801  (a lower-case name: it reads as a function, like contextlib's)
+    """Enforce policies in a scope: as a decorator or as a context manager.
+
+    Keyword-only arguments, each a mode (``"block"``, ``"alert"``, ``"allow"`` or a
+    :class:`~lambdaguard.Mode`) or a rule object with an allow-list (``Network(...)``,
+    ``Tmp(...)``, ``Subprocess(...)``, ``HandlerSource(...)``). A policy not given in code
+    comes from ``LAMBDAGUARD_<POLICY>``, else ``"allow"``. The environment is read here,
+    once; a bad value raises :class:`~lambdaguard.ConfigError` here.
+
+    Parameters
+    ----------
+    logger:
+        An ``aws_lambda_powertools.Logger`` to write violation lines through, instead of
+        lambdaguard's own powertools-shaped JSON writer.
+
+    Example::
+
+        @guard(network="block", tmp="block")
+        def handler(event, context): ...
+
+        with guard(network=Network("block", allow=["*.amazonaws.com:443"])):
+            ...
+    """
+
+    def __init__(
+        self,
+        *,
+        network: PolicyValue = None,
+        tmp: PolicyValue = None,
+        subprocess: PolicyValue = None,
+        handler_source: PolicyValue = None,
+        logger: Any = None,
+        **policies: PolicyValue,
+    ) -> None:
+        arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
+        self._policy = build_policy(arguments, caller="guard")
+        self._logger = logger
+
+    @property
+    def policy(self) -> Policy:
+        """The layer this guard adds: one rule per policy keyword."""
+        return self._policy
+
+    def __repr__(self) -> str:
+        rules = ", ".join(f"{k}={v!r}" for k, v in self._policy.rules.items())
+        return f"guard({rules})"
+
+    # -- context manager --
+
+    def __enter__(self) -> guard:
+        _activate_sensors(self._policy)
+        parent = _scope.get()
+        if parent is None:
+            layers: tuple[tuple[object, Policy], ...] = ()
+            overrides: Mapping[Baseline, Mapping[str, Rule]] = {}
+            logger = None
+        else:
+            layers, overrides, logger = parent.layers, parent.overrides, parent.logger
+        state = ScopeState(
+            (*layers, (self, self._policy)),
+            overrides,
+            self._logger if self._logger is not None else logger,
+            parent,
+            self,
+        )
+        _push(state)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        _pop(self, "guard")
+
+    async def __aenter__(self) -> guard:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- decorator --
+
+    @overload
+    def __call__(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]: ...
+    @overload
+    def __call__(self, fn: F) -> F: ...
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if not callable(fn):
+            raise TypeError(
+                f"guard(...) decorates a function or coroutine function, not {fn!r}."
+            )
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"guard(...) cannot decorate the generator function {fn.__qualname__}: its "
+                "body runs after the call returns, outside the scope. Use 'with guard(...)' "
+                "inside the generator instead."
+            )
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_guarded(*args: Any, **kwargs: Any) -> Any:
+                with report.invocation(args), self:
+                    return await fn(*args, **kwargs)
+
+            async_guarded.guard = self  # type: ignore[attr-defined]
+            return async_guarded
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            with report.invocation(args), self:
+                return fn(*args, **kwargs)
+
+        guarded.guard = self  # type: ignore[attr-defined]
+        return guarded
+
+    # -- loosening --
+
+    def relaxed(
+        self,
+        *,
+        network: PolicyValue = None,
+        tmp: PolicyValue = None,
+        subprocess: PolicyValue = None,
+        handler_source: PolicyValue = None,
+        **policies: PolicyValue,
+    ) -> _Relaxation:
+        """A with-block in which this guard's own rules for the named policies are replaced.
+
+        Only this guard's layer changes: every other active guard and the baseline still
+        apply. The relaxation is logged as a JSON line.
+        """
+        arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
+        return _Relaxation(self, build_relaxation(arguments, caller="guard.relaxed"))
+
+
+# --- configure ----------------------------------------------------------------------------------
+
+
+class Baseline:
+    """The handle ``configure(...)`` returns: the only way to loosen that baseline layer."""
+
+    def __init__(self, policy: Policy, logger: Any) -> None:
+        self._policy = policy
+        self._logger = logger
+
+    def __repr__(self) -> str:
+        rules = ", ".join(f"{k}={v!r}" for k, v in self._policy.rules.items())
+        return f"<lambdaguard baseline {rules}>"
+
+    def policy_in_force(self) -> Policy | None:
+        for owner, policy in _baseline_layers:
+            if owner is self:
+                return policy
+        return None
+
+    def relaxed(
+        self,
+        *,
+        network: PolicyValue = None,
+        tmp: PolicyValue = None,
+        subprocess: PolicyValue = None,
+        handler_source: PolicyValue = None,
+        **policies: PolicyValue,
+    ) -> _Relaxation:
+        """A with-block in which this baseline layer's rules are replaced, in this context only."""
+        arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
+        return _Relaxation(self, build_relaxation(arguments, caller="Baseline.relaxed"))
+
+    def update(
+        self,
+        *,
+        network: PolicyValue = None,
+        tmp: PolicyValue = None,
+        subprocess: PolicyValue = None,
+        handler_source: PolicyValue = None,
+        **policies: PolicyValue,
+    ) -> None:
+        """Replace this layer's rules for the named policies, process-wide. Logged."""
+        arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
+        rules = build_relaxation(arguments, caller="Baseline.update")
+        with _baseline_lock:
+            before = self.policy_in_force()
+            if before is None:
+                raise RuntimeError("lambdaguard: update() on a configure() handle that was removed.")
+            self._policy = before.replaced(rules)
+            _set_baseline(
+                tuple((o, self._policy if o is self else p) for o, p in _baseline_layers)
+            )
+        _activate_sensors(self._policy)
+        report.relaxation(self, before, rules)
+
+    def remove(self) -> None:
+        """Take this layer out of the baseline, process-wide. Logged as a relaxation."""
+        with _baseline_lock:
+            before = self.policy_in_force()
+            if before is None:
+                return
+            _set_baseline(tuple((o, p) for o, p in _baseline_layers if o is not self))
+        released = {name: rule.with_mode(Mode.ALLOW) for name, rule in before.rules.items()}
+        report.relaxation(self, before, released)
+
+
+def configure(
+    *,
+    network: PolicyValue = None,
+    tmp: PolicyValue = None,
+    subprocess: PolicyValue = None,
+    handler_source: PolicyValue = None,
+    logger: Any = None,
+    **policies: PolicyValue,
+) -> Baseline:
+    """Add a process-wide baseline layer, in force for every thread from now on.
+
+    Takes the same keywords as :class:`guard`. Calling it again adds another layer, so it
+    can only tighten; loosening goes through the returned handle's ``relaxed``,
+    ``update`` or ``remove``. ``logger`` becomes the default for violation lines.
+    """
+    global _default_logger
+    arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
+    handle = Baseline(build_policy(arguments, caller="configure"), logger)
+    _activate_sensors(handle._policy)
+    with _baseline_lock:
+        _set_baseline((*_baseline_layers, (handle, handle._policy)))
+        if logger is not None:
+            _default_logger = logger
+    return handle
+
+
+def reset_for_tests() -> None:
+    """Drop every baseline layer and the scope of this context. For lambdaguard.testing only."""
+    global _default_logger
+    with _baseline_lock:
+        _set_baseline(())
+        _default_logger = None
+    _scope.set(None)
+

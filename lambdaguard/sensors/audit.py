@@ -1,0 +1,68 @@
+"""The PEP 578 audit hook: the backstop that sees what the patches cannot.
+
+Invariant: every guarded operation that reaches CPython's C code raises an audit event,
+and for each event we care about, the hook decides it unless a patch already has.
+
+Things that don't work:
+
+* Only patches: code can import ``_socket``, ``posix`` or ``_posixsubprocess`` directly,
+  keep a reference taken before the patch (``from socket import getaddrinfo``), or put
+  the original function back. None of those go through a patch.
+* Only the audit hook: it sees C-level arguments only (no ``dir_fd`` on ``open``, no
+  chance to close a socket before raising), and it runs for *every* audit event in the
+  process, so it must stay nearly free.
+* Deciding twice: a patched call reaches the C code and raises the same audit event; a
+  naive hook would decide and report the operation a second time.
+
+Solution: patches decide first and mark the one audit event name they have decided as
+quiet for the duration of the original call (lambdaguard._internal); the hook skips that
+event. The hook cannot be removed once added (PEP 578), so its fast path is one dict
+lookup on the event name and a return; events of interest then check the quiet mark, the
+busy mark (lambdaguard's own work) and whether any policy is active.
+
+Cases that still fail: native code that issues system calls itself (a C extension calling
+``connect(2)`` directly raises no audit event), and anything that runs before
+``import lambdaguard`` activates the hook. docs/threat-model.md lists them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from types import ModuleType
+from typing import Any
+
+from lambdaguard import _internal
+from lambdaguard.policy import Active
+from lambdaguard.scope import current
+
+AuditHandler = Callable[[tuple[Any, ...], Active], None]
+
+_handlers: dict[str, AuditHandler] = {}
+_hook_added = False
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    handler = _handlers.get(event)
+    if handler is None:
+        return
+    if _internal.quiet_event() == event or _internal.busy():
+        return
+    active = current()
+    if active is None:
+        return
+    handler(args, active)
+
+
+def install(modules: Iterable[ModuleType]) -> None:
+    """Add the audit hook (once per process) with every area's handlers."""
+    global _hook_added
+    for module in modules:
+        _handlers.update(getattr(module, "AUDIT_HANDLERS", {}))
+    if not _hook_added:
+        sys.addaudithook(_hook)
+        _hook_added = True
+
+
+def watched_events() -> frozenset[str]:
+    return frozenset(_handlers)

@@ -1,0 +1,298 @@
+"""Network sensors: patches on ``socket`` and the matching audit-event handlers.
+
+Patched (Python API)                         Audit event (backstop)
+socket.socket.connect / connect_ex           socket.connect
+socket.socket.sendto / sendmsg               socket.sendto / socket.sendmsg
+socket.socket.bind                           socket.bind
+socket.socket.listen                         (none: listening is judged at bind too)
+socket.getaddrinfo                           socket.getaddrinfo
+socket.gethostbyname / gethostbyname_ex      socket.gethostbyname
+socket.gethostbyaddr                         socket.gethostbyaddr
+socket.getnameinfo                           socket.getnameinfo
+
+asyncio and every HTTP client end up in these calls (asyncio's getaddrinfo runs in the
+default executor, which lambdaguard.propagation keeps inside the scope).
+
+A blocked connect closes the socket *before* raising: the Violation is not an OSError, so
+callers' ``except OSError: sock.close()`` cleanup (socket.create_connection, urllib3)
+does not run, and the descriptor would otherwise leak.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from lambdaguard import _internal
+from lambdaguard.decide import blocked, check, enforce
+from lambdaguard.errors import Violation
+from lambdaguard.policies.network import NetworkTarget, parse_ip, remember_resolution
+from lambdaguard.policy import Active, Event, Mode, Rule
+from lambdaguard.report import safe_text
+from lambdaguard.scope import current
+from lambdaguard.sensors._patching import patch, proceed, register_post_import
+
+POLICY = "network"
+
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _family_name(family: int) -> str:
+    if family == socket.AF_INET:
+        return "inet"
+    if family == socket.AF_INET6:
+        return "inet6"
+    if family == getattr(socket, "AF_UNIX", None):
+        return "unix"
+    try:
+        return socket.AddressFamily(family).name.removeprefix("AF_").lower()
+    except ValueError:
+        return f"family{family}"
+
+
+def _host_text(host: object) -> str:
+    if isinstance(host, bytes | bytearray):
+        return bytes(host).decode("ascii", "backslashreplace")
+    return str(host)
+
+
+def address_target(family: int, address: object) -> NetworkTarget:
+    """The NetworkTarget for a socket address of ``family`` (connect, bind, sendto)."""
+    name = _family_name(family)
+    if name == "unix":
+        if isinstance(address, bytes | bytearray):
+            raw = bytes(address)
+            # Linux abstract-namespace addresses start with NUL; show them as "@name".
+            path = "@" + safe_text(raw[1:]) if raw.startswith(b"\0") else safe_text(raw)
+        else:
+            text = str(address)
+            path = "@" + text[1:] if text.startswith("\0") else text
+        return NetworkTarget("unix", path)
+    if name in ("inet", "inet6") and isinstance(address, tuple) and len(address) >= 2:
+        host = _host_text(address[0])
+        if host == "":
+            host = "0.0.0.0" if name == "inet" else "::"
+        elif host == "<broadcast>":
+            host = "255.255.255.255"
+        port = address[1] if isinstance(address[1], int) else None
+        return NetworkTarget(name, host, port)
+    return NetworkTarget(name, safe_text(repr(address)))
+
+
+def _event(action: str, target: NetworkTarget) -> Event:
+    return Event(POLICY, action, str(target), target)
+
+
+def _lookup_event(host: object, port: object = None) -> Event | None:
+    """The event for a forward name lookup, or None when no lookup leaves the process.
+
+    A numeric host (``"127.0.0.1"``) or no host is not a name lookup: nothing is sent,
+    and the connect that follows is what gets judged.
+    """
+    if host is None:
+        return None
+    text = _host_text(host)
+    if text == "" or parse_ip(text) is not None:
+        return None
+    port_number = port if isinstance(port, int) else None
+    if isinstance(port, str | bytes) and _host_text(port).isdigit():
+        port_number = int(_host_text(port))
+    return _event("resolve", NetworkTarget("name", text, port_number))
+
+
+def _reverse_event(host: object) -> Event | None:
+    text = _host_text(host)
+    if parse_ip(text) is None:
+        return _lookup_event(text)  # gethostbyaddr("name") resolves the name first
+    return _event("reverse-resolve", NetworkTarget("ip", text))
+
+
+def _rules() -> tuple[Rule, ...] | None:
+    active = current()
+    if active is None or _internal.busy():
+        return None
+    return active.rules.get(POLICY)
+
+
+# --- patches on socket.socket ------------------------------------------------------------------
+
+
+def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> Wrapper:
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        rules = _rules()
+        if rules is None or instance is None:
+            return wrapped(*args, **kwargs)
+        address = _address_argument(action, args)
+        if address is None:
+            return proceed(audit_event, wrapped, args, kwargs)
+        event = _event(action, address_target(instance.family, address))
+        if check(event, rules) is Mode.BLOCK:
+            if close_on_block:
+                instance.close()
+            raise blocked(event)
+        return proceed(audit_event, wrapped, args, kwargs)
+
+    return wrapper
+
+
+def _address_argument(action: str, args: tuple[Any, ...]) -> object:
+    if action == "sendto":
+        return args[-1] if len(args) >= 2 else None  # sendto(data[, flags], address)
+    if action == "sendmsg":
+        return args[3] if len(args) >= 4 else None  # sendmsg(buffers, anc, flags, address)
+    return args[0] if args else None
+
+
+def _listen(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    rules = _rules()
+    if rules is None or instance is None:
+        return wrapped(*args, **kwargs)
+    try:
+        address = instance.getsockname()
+    except OSError:
+        address = None
+    enforce(_event("listen", address_target(instance.family, address)), rules)
+    return wrapped(*args, **kwargs)
+
+
+# --- patches on the socket module's name lookups ---------------------------------------------------
+
+
+def _getaddrinfo(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    rules = _rules()
+    if rules is None:
+        return wrapped(*args, **kwargs)
+    host = args[0] if args else kwargs.get("host")
+    port = args[1] if len(args) > 1 else kwargs.get("port")
+    event = _lookup_event(host, port)
+    if event is None:
+        return proceed("socket.getaddrinfo", wrapped, args, kwargs)
+    enforce(event, rules)
+    result = proceed("socket.getaddrinfo", wrapped, args, kwargs)
+    remember_resolution(_host_text(host), [str(info[4][0]) for info in result])
+    return result
+
+
+def _gethostbyname(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    rules = _rules()
+    host = args[0] if args else kwargs.get("hostname")
+    event = _lookup_event(host) if rules is not None else None
+    if rules is None or event is None:
+        return wrapped(*args, **kwargs)
+    enforce(event, rules)
+    result = proceed("socket.gethostbyname", wrapped, args, kwargs)
+    addresses = result[2] if isinstance(result, tuple) else [result]
+    remember_resolution(_host_text(host), addresses)
+    return result
+
+
+def _gethostbyaddr(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    rules = _rules()
+    event = _reverse_event(args[0]) if rules is not None and args else None
+    if rules is None or event is None:
+        return wrapped(*args, **kwargs)
+    enforce(event, rules)
+    return proceed("socket.gethostbyaddr", wrapped, args, kwargs)
+
+
+def _getnameinfo(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    rules = _rules()
+    event = _nameinfo_event(args) if rules is not None else None
+    if rules is None or event is None:
+        return wrapped(*args, **kwargs)
+    enforce(event, rules)
+    return proceed("socket.getnameinfo", wrapped, args, kwargs)
+
+
+def _nameinfo_event(args: tuple[Any, ...]) -> Event | None:
+    if not args or not isinstance(args[0], tuple) or not args[0]:
+        return None
+    flags = args[1] if len(args) > 1 and isinstance(args[1], int) else 0
+    host = args[0][0]
+    if parse_ip(_host_text(host)) is not None and flags & socket.NI_NUMERICHOST:
+        return None  # numeric in, numeric out: no lookup leaves the process
+    return _reverse_event(host)
+
+
+# --- botocore: keep a Violation a Violation -----------------------------------------------------
+
+
+def _unwrap_botocore_violation(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    # botocore's URLLib3Session.send wraps any unexpected exception in HTTPClientError,
+    # which its "standard" retry mode treats as transient: a blocked connect would be
+    # retried (and reported) up to max_attempts times. Re-raise the Violation itself;
+    # botocore's endpoint then fails the call after one attempt.
+    try:
+        return wrapped(*args, **kwargs)
+    except Exception as exc:
+        cause = getattr(exc, "kwargs", {}).get("error") if hasattr(exc, "kwargs") else None
+        if isinstance(cause, Violation):
+            raise cause from None
+        raise
+
+
+def _patch_botocore(module: Any) -> None:
+    patch(module, "URLLib3Session.send", _unwrap_botocore_violation)
+
+
+# --- install and audit ------------------------------------------------------------------------
+
+
+def install() -> None:
+    patch(socket, "socket.connect", _address_method("connect", "socket.connect", close_on_block=True))
+    patch(socket, "socket.connect_ex", _address_method("connect", "socket.connect", close_on_block=True))
+    patch(socket, "socket.sendto", _address_method("sendto", "socket.sendto", close_on_block=False))
+    if hasattr(socket.socket, "sendmsg"):
+        patch(socket, "socket.sendmsg", _address_method("sendmsg", "socket.sendmsg", close_on_block=False))
+    patch(socket, "socket.bind", _address_method("bind", "socket.bind", close_on_block=False))
+    patch(socket, "socket.listen", _listen)
+    patch(socket, "getaddrinfo", _getaddrinfo)
+    patch(socket, "gethostbyname", _gethostbyname)
+    patch(socket, "gethostbyname_ex", _gethostbyname)
+    patch(socket, "gethostbyaddr", _gethostbyaddr)
+    patch(socket, "getnameinfo", _getnameinfo)
+    register_post_import("botocore.httpsession", _patch_botocore)
+
+
+def _audit_address(action: str, *, close_on_block: bool) -> Callable[[tuple[Any, ...], Active], None]:
+    def handler(args: tuple[Any, ...], active: Active) -> None:
+        rules = active.rules.get(POLICY)
+        if rules is None or len(args) < 2:
+            return
+        sock, address = args[0], args[1]
+        if address is None:
+            return
+        event = _event(action, address_target(getattr(sock, "family", -1), address))
+        if check(event, rules) is Mode.BLOCK:
+            if close_on_block:
+                sock.close()
+            raise blocked(event)
+
+    return handler
+
+
+def _audit_lookup(make: Callable[[tuple[Any, ...]], Event | None]) -> Callable[[tuple[Any, ...], Active], None]:
+    def handler(args: tuple[Any, ...], active: Active) -> None:
+        rules = active.rules.get(POLICY)
+        if rules is None:
+            return
+        event = make(args)
+        if event is not None:
+            enforce(event, rules)
+
+    return handler
+
+
+AUDIT_HANDLERS = {
+    "socket.connect": _audit_address("connect", close_on_block=True),
+    "socket.sendto": _audit_address("sendto", close_on_block=False),
+    "socket.sendmsg": _audit_address("sendmsg", close_on_block=False),
+    "socket.bind": _audit_address("bind", close_on_block=False),
+    "socket.getaddrinfo": _audit_lookup(lambda a: _lookup_event(a[0], a[1] if len(a) > 1 else None)),
+    "socket.gethostbyname": _audit_lookup(lambda a: _lookup_event(a[0]) if a else None),
+    "socket.gethostbyaddr": _audit_lookup(lambda a: _reverse_event(a[0]) if a else None),
+    "socket.getnameinfo": _audit_lookup(lambda a: _nameinfo_event((a[0], 0)) if a else None),
+}
