@@ -91,6 +91,9 @@ class ConfigError(ValueError):
 
 VIOLATION_CLASSES: dict[str, type[Violation]] = {
     "network": NetworkViolation,
+    "tmp": FileViolation,
+    "handler_source": FileViolation,
+    "subprocess": ProcessViolation,
 }
 """Which exception a blocked operation of each policy raises; policies register here."""
 

@@ -20,7 +20,7 @@ from types import ModuleType
 from lambdaguard import _internal
 
 # The areas, in install order. Each is a module in this package.
-AREAS = ("network",)
+AREAS = ("network", "files", "processes")
 
 _installed = False
 _lock = threading.Lock()
