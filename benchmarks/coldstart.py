@@ -14,7 +14,9 @@ the variant adds:
 Every variant attempts the same operation (ACTION: ``open`` writes
 a file under /tmp, ``connect`` connects to a closed loopback port), so the baseline pays
 for the operation itself and the guarded run pays for allowing or refusing it.
-The peak resident set size goes to stderr as ``maxrss_kib=N``.
+The peak resident set size goes to stderr as ``maxrss_kib=N``: VmHWM from /proc, because
+on Linux ``getrusage().ru_maxrss`` keeps the high-water mark of the parent that forked
+the process (it survives exec), which would hide small differences behind run.py's size.
 """
 
 import resource
@@ -77,5 +79,18 @@ elif GUARDED:
         network="block", tmp="block", subprocess="block", handler_source="block"
     )(handler)
 
+
+
+def peak_rss_kib():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 handler({}, None)
-print(f"maxrss_kib={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}", file=sys.stderr)
+print(f"maxrss_kib={peak_rss_kib()}", file=sys.stderr)

@@ -1,29 +1,27 @@
-"""Hot-path worker: per-operation costs inside one process, written as JSON.
+"""Hot-path worker: a process that times rounds of one operation on request.
 
-    python benchmarks/hot.py lambdaguard OUT.json [--rounds N] [--flood N]
-    python benchmarks/hot.py peer OUT.json [--rounds N]
+    python benchmarks/hot.py ROLE      (ROLE: pristine | lambdaguard | peer)
 
-``lambdaguard`` mode runs in three phases, each a series of timed rounds:
+run.py starts one worker per role and drives them over stdin/stdout, one JSON line per
+request and per answer, so that the rounds of the three processes alternate strictly
+(only one process runs at a time) and every round of a guarded condition is paired with
+a pristine round taken just before or after it. Machine noise that comes and goes (other
+processes, frequency changes) then hits both sides of a pair alike.
 
-1. pristine: lambdaguard is not even imported (no patch, no audit hook). This is the
-   baseline, the same process as the guarded rounds that follow.
-2. lambdaguard activated once (a guard entered and left, so the patches and the audit
-   hook are in place for good), then rounds that alternate "no scope active" and "scope
-   active, operation allowed" (ABBA order, so drift hits both alike).
-3. absolute costs: the decorator per invocation, a blocked operation with its log line,
-   and a flood of blocked attempts in one invocation.
-
-``peer`` mode times the same loopback connect bare and under pytest-socket's host
-allow-list, alternating (pytest-socket can be switched off again, unlike an audit hook).
+* ``pristine`` never imports lambdaguard: no patch, no audit hook. The baseline.
+* ``lambdaguard`` enters and leaves a guard once at start-up, so the patches and the audit
+  hook are in place for good; its conditions are ``noscope`` (no scope active) and
+  ``scope`` (every policy on, the operation allowed by its allow-list). It also answers
+  the absolute measurements: decorator, blocked operation, flood.
+* ``peer`` runs the loopback connect bare and under pytest-socket's host allow-list
+  (which, unlike an audit hook, can be switched off again).
 
 A round times ``n`` calls of one operation with the garbage collector off (as timeit
-does) and records nanoseconds per call. run.py starts several workers, alternating, and
-takes medians; this file only measures.
+does) and answers nanoseconds per call.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import gc
@@ -186,46 +184,55 @@ def scope_policy(workdir: str) -> dict[str, object]:
     }
 
 
-def run_lambdaguard(rounds: int, flood: int) -> dict[str, object]:
-    workdir = tempfile.mkdtemp(prefix="lambdaguard-bench-")
-    listener = Loopback()
-    ops = make_operations(workdir, listener)
-    result: dict[str, object] = {"mode": "lambdaguard", "python": sys.version.split()[0]}
-    times: dict[str, dict[str, list[float]]] = {name: {} for name in ops}
+class Worker:
+    """One role's state: the operations, and for lambdaguard the guard of the scope."""
 
-    for fn, n in ops.values():
-        time_round(fn, max(1, n // 4))  # warm-up: caches, page faults, first-call paths
-    for _ in range(rounds):
-        for name, (fn, n) in ops.items():
-            times[name].setdefault("pristine", []).append(time_round(fn, n))
-    assert "lambdaguard" not in sys.modules, "the pristine phase must not import lambdaguard"
+    def __init__(self, role: str) -> None:
+        self.role = role
+        self.workdir = tempfile.mkdtemp(prefix="lambdaguard-bench-")
+        self.listener = Loopback()
+        self.ops = make_operations(self.workdir, self.listener)
+        self.scope: object = None
+        self.found: dict[str, bool] = {}
+        if role == "lambdaguard":
+            from lambdaguard import guard
 
-    from lambdaguard import guard
+            self.found = features(self.workdir)
+            self.scope = guard(**scope_policy(self.workdir))  # type: ignore[arg-type]
+            with self.scope:  # type: ignore[attr-defined]
+                for fn, n in self.ops.values():
+                    time_round(fn, max(1, n // 4))
+        for fn, n in self.ops.values():
+            time_round(fn, max(1, n // 4))  # warm-up: caches, page faults, first-call paths
 
-    found = features(workdir)
-    scope = guard(**scope_policy(workdir))  # type: ignore[arg-type]
-    with scope:
-        for fn, n in ops.values():
-            time_round(fn, max(1, n // 4))
-    for fn, n in ops.values():
-        time_round(fn, max(1, n // 4))
-    for r in range(rounds):
-        order = ("noscope", "scope") if r % 2 == 0 else ("scope", "noscope")
-        for name, (fn, n) in ops.items():
-            for condition in order:
-                if condition == "scope":
-                    with scope:
-                        t = time_round(fn, n)
-                else:
-                    t = time_round(fn, n)
-                times[name].setdefault(condition, []).append(t)
-    result["ops"] = times
-    result["decorator"] = measure_decorator(rounds)
-    result["blocked"] = measure_blocked(rounds, workdir, found)
-    result["flood"] = measure_flood(flood, workdir, found)
-    result["features"] = found
-    shutil.rmtree(workdir, ignore_errors=True)
-    return result
+    def round(self, op: str, condition: str) -> float:
+        fn, n = self.ops[op]
+        if condition == "scope":
+            with self.scope:  # type: ignore[attr-defined]
+                return time_round(fn, n)
+        if condition == "pytest_socket":
+            import pytest_socket
+
+            pytest_socket.socket_allow_hosts(["127.0.0.1", "localhost"])
+            try:
+                return time_round(fn, n)
+            finally:
+                pytest_socket._remove_restrictions()
+        return time_round(fn, n)
+
+    def answer(self, request: dict[str, object]) -> object:
+        what = request["what"]
+        if what == "round":
+            return self.round(str(request["op"]), str(request["condition"]))
+        if what == "features":
+            return self.found
+        if what == "decorator":
+            return measure_decorator(int(request["rounds"]))  # type: ignore[call-overload]
+        if what == "blocked":
+            return measure_blocked(int(request["rounds"]), self.workdir, self.found)  # type: ignore[call-overload]
+        if what == "flood":
+            return measure_flood(int(request["count"]), self.workdir, self.found)  # type: ignore[call-overload]
+        raise ValueError(f"unknown request {request!r}")
 
 
 class _Context:
@@ -360,43 +367,20 @@ def measure_flood(count: int, workdir: str, found: dict[str, bool]) -> dict[str,
     return out
 
 
-# --- peer mode ---------------------------------------------------------------------------------
-
-
-def run_peer(rounds: int) -> dict[str, object]:
-    """The same loopback connect bare and under pytest-socket's allow-list, alternating."""
-    import pytest_socket
-
-    workdir = tempfile.mkdtemp(prefix="lambdaguard-bench-")
-    listener = Loopback()
-    fn, n = make_operations(workdir, listener)["connect"]
-    out: dict[str, list[float]] = {"pristine": [], "pytest_socket": []}
-    time_round(fn, n // 4)
-    for r in range(rounds):
-        for label in ("pristine", "pytest_socket") if r % 2 == 0 else ("pytest_socket", "pristine"):
-            if label == "pytest_socket":
-                pytest_socket.socket_allow_hosts(["127.0.0.1", "localhost"])
-            try:
-                out[label].append(time_round(fn, n))
-            finally:
-                pytest_socket._remove_restrictions()
-    shutil.rmtree(workdir, ignore_errors=True)
-    return {"mode": "peer", "python": sys.version.split()[0], "ops": {"connect": out}}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("lambdaguard", "peer"))
-    parser.add_argument("out")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--flood", type=int, default=100_000)
-    args = parser.parse_args()
-    if args.mode == "lambdaguard":
-        result = run_lambdaguard(args.rounds, args.flood)
-    else:
-        result = run_peer(args.rounds)
-    with open(args.out, "w") as f:
-        json.dump(result, f)
+    role = sys.argv[1]
+    if role not in ("pristine", "lambdaguard", "peer"):
+        raise SystemExit(f"usage: hot.py pristine|lambdaguard|peer, not {role!r}")
+    # Answers go to the real stdout; anything else printed (violation lines) is dropped.
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+    worker = Worker(role)
+    if role == "pristine":
+        assert "lambdaguard" not in sys.modules, "the pristine worker must not import lambdaguard"
+    answers.write(json.dumps({"ready": role}) + "\n")
+    for line in sys.stdin:
+        answers.write(json.dumps({"answer": worker.answer(json.loads(line))}) + "\n")
+    shutil.rmtree(worker.workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -61,10 +62,8 @@ class Budget:
 
     def __init__(self, quick: bool) -> None:
         self.cold_rounds = 3 if quick else 25
-        self.hot_workers = 1 if quick else 4
-        self.hot_rounds = 3 if quick else 12
-        self.peer_workers = 1 if quick else 4
-        self.peer_rounds = 3 if quick else 12
+        self.hot_workers = 1 if quick else 3  # sets of (pristine, lambdaguard, peer) processes
+        self.hot_rounds = 3 if quick else 30
         self.flood = 10_000 if quick else 100_000
 
 
@@ -139,31 +138,36 @@ def describe(venv_python: str) -> dict[str, str]:
 # --- cold start ----------------------------------------------------------------------------------
 
 
-def cold_once(python: str, variant: str, action: str) -> tuple[float, int]:
+def cold_once(python: str, variant: str, action: str) -> tuple[float, float, int]:
+    """Wall ms, CPU ms (user + system, from the child's rusage) and peak RSS of one run."""
     script = str(ROOT / "benchmarks" / "coldstart.py")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
         [python, script, variant, action],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env(), check=False,
     )
     elapsed = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
     match = re.search(r"maxrss_kib=(\d+)", proc.stderr)
     if proc.returncode != 0 or match is None:
         raise RuntimeError(f"coldstart.py {variant} failed:\n{proc.stderr}")
-    return elapsed, int(match.group(1))
+    return elapsed, cpu, int(match.group(1))
 
 
 def measure_cold(python: str, rounds: int, action: str) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {
-        v: {"ms": [], "maxrss_kib": []} for v in COLD_VARIANTS
+        v: {"ms": [], "cpu_ms": [], "maxrss_kib": []} for v in COLD_VARIANTS
     }
     for variant in COLD_VARIANTS:  # warm the page cache and write the .pyc files
         cold_once(python, variant, action)
     for r in range(rounds):
         shift = r % len(COLD_VARIANTS)
         for variant in COLD_VARIANTS[shift:] + COLD_VARIANTS[:shift]:
-            ms, rss = cold_once(python, variant, action)
+            ms, cpu, rss = cold_once(python, variant, action)
             out[variant]["ms"].append(ms)
+            out[variant]["cpu_ms"].append(cpu)
             out[variant]["maxrss_kib"].append(rss)
     return out
 
@@ -171,34 +175,81 @@ def measure_cold(python: str, rounds: int, action: str) -> dict[str, dict[str, l
 # --- hot path ------------------------------------------------------------------------------------
 
 
-def hot_worker(python: str, mode: str, rounds: int, flood: int) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        out = f.name
-    try:
-        args = [python, str(ROOT / "benchmarks" / "hot.py"), mode, out, "--rounds", str(rounds)]
-        if mode == "lambdaguard":
-            args += ["--flood", str(flood)]
-        proc = subprocess.run(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            env=child_env(), check=False,
+HOT_OPS = ("open_read", "connect", "dns_localhost", "subprocess_true", "handler_body")
+
+
+class Worker:
+    """A benchmarks/hot.py process of one role, answering one JSON request at a time."""
+
+    def __init__(self, python: str, role: str) -> None:
+        self.role = role
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in close())
+        self.proc = subprocess.Popen(
+            [python, str(ROOT / "benchmarks" / "hot.py"), role],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            text=True, env=child_env(),
         )
-        if proc.returncode != 0:
-            raise RuntimeError(f"hot.py {mode} failed:\n{proc.stderr}")
-        return json.loads(Path(out).read_text())  # type: ignore[no-any-return]
-    finally:
-        os.unlink(out)
+        self._read()
+
+    def _read(self) -> Any:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stderr.seek(0)
+            raise RuntimeError(f"hot.py {self.role} died:\n{self.stderr.read()}")
+        return json.loads(line).get("answer")
+
+    def ask(self, **request: Any) -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.stderr.close()
 
 
-def measure_hot(python: str, budget: Budget) -> dict[str, list[dict[str, Any]]]:
-    workers: dict[str, list[dict[str, Any]]] = {"lambdaguard": [], "peer": []}
-    for i in range(max(budget.hot_workers, budget.peer_workers)):
-        pair = ["lambdaguard", "peer"] if i % 2 == 0 else ["peer", "lambdaguard"]
-        for mode in pair:
-            if mode == "lambdaguard" and i < budget.hot_workers:
-                workers[mode].append(hot_worker(python, mode, budget.hot_rounds, budget.flood))
-            if mode == "peer" and i < budget.peer_workers:
-                workers[mode].append(hot_worker(python, mode, budget.peer_rounds, 0))
-    return workers
+def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
+    """Rounds of every operation, the three processes strictly alternating, per set."""
+    rounds: dict[str, dict[str, list[list[float]]]] = {
+        op: {"pristine": [], "noscope": [], "scope": []} for op in HOT_OPS
+    }
+    peer: dict[str, list[list[float]]] = {"pristine": [], "pytest_socket": []}
+    absolute: list[dict[str, Any]] = []
+    for _ in range(budget.hot_workers):  # fresh processes per set: memory layout varies
+        pristine, guarded, pytest_socket = (
+            Worker(python, role) for role in ("pristine", "lambdaguard", "peer")
+        )
+        try:
+            for op in HOT_OPS:
+                for condition in rounds[op]:
+                    rounds[op][condition].append([])
+            for condition in peer:
+                peer[condition].append([])
+            for r in range(budget.hot_rounds):
+                for op in HOT_OPS:
+                    sides = [(pristine, "pristine"), (guarded, "noscope"), (guarded, "scope")]
+                    shift = r % len(sides)
+                    for worker, condition in sides[shift:] + sides[:shift]:
+                        ns = worker.ask(what="round", op=op, condition=condition)
+                        rounds[op][condition][-1].append(ns)
+                pair = ["pristine", "pytest_socket"]
+                for condition in pair if r % 2 == 0 else pair[::-1]:
+                    ns = pytest_socket.ask(what="round", op="connect", condition=condition)
+                    peer[condition][-1].append(ns)
+            absolute.append({
+                "features": guarded.ask(what="features"),
+                "decorator": guarded.ask(what="decorator", rounds=budget.hot_rounds),
+                "blocked": guarded.ask(what="blocked", rounds=budget.hot_rounds),
+                "flood": guarded.ask(what="flood", count=budget.flood),
+            })
+        finally:
+            for worker in (pristine, guarded, pytest_socket):
+                worker.close()
+    return {"rounds": rounds, "peer": peer, "absolute": absolute}
 
 
 # --- summary -------------------------------------------------------------------------------------
@@ -208,50 +259,60 @@ def med(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def paired_ratios(guarded: list[list[float]], baseline: list[list[float]]) -> list[float]:
+    """Round-by-round ratios: each guarded round over the baseline round next to it."""
+    return [
+        g / b for gs, bs in zip(guarded, baseline, strict=True) for g, b in zip(gs, bs, strict=True)
+    ]
+
+
 def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     """Medians, added costs and ratios from the raw rounds."""
     cold = raw["cold"]
     ms = {v: med(cold[v]["ms"]) for v in COLD_VARIANTS}
+    cpu = {v: med(cold[v]["cpu_ms"]) for v in COLD_VARIANTS}
     rss = {v: med(cold[v]["maxrss_kib"]) / 1024 for v in COLD_VARIANTS}
-    s: dict[str, Any] = {"cold_ms": ms, "cold_mib": rss}
+    s: dict[str, Any] = {"cold_ms": ms, "cold_cpu_ms": cpu, "cold_mib": rss}
 
-    workers = raw["hot"]["lambdaguard"]
+    hot = raw["hot"]
     ops: dict[str, dict[str, float]] = {}
-    for name in workers[0]["ops"]:
-        per_worker = [w["ops"][name] for w in workers]
+    for name, by_condition in hot["rounds"].items():
         row = {
-            c: med([med(w[c]) for w in per_worker]) / 1000
-            for c in ("pristine", "noscope", "scope")
+            condition: med([ns for worker_set in sets for ns in worker_set]) / 1000
+            for condition, sets in by_condition.items()
         }
-        row["noscope_ratio"] = med([med(w["noscope"]) / med(w["pristine"]) for w in per_worker])
-        row["scope_ratio"] = med([med(w["scope"]) / med(w["pristine"]) for w in per_worker])
+        for condition in ("noscope", "scope"):
+            row[f"{condition}_ratio"] = med(
+                paired_ratios(by_condition[condition], by_condition["pristine"])
+            )
         ops[name] = row
     s["ops"] = ops
+    absolute = hot["absolute"]
     s["decorator_us"] = med(
-        [(med(w["decorator"]["guarded"]) - med(w["decorator"]["bare"])) / 1000 for w in workers]
+        [(med(a["decorator"]["guarded"]) - med(a["decorator"]["bare"])) / 1000 for a in absolute]
     )
     s["blocked"] = {
         label: {
-            "us": med([med(w["blocked"][label]["ns_per_op"]) / 1000 for w in workers]),
-            "lines_per_invocation": workers[0]["blocked"][label]["lines_per_invocation"],
-            "bytes_per_line": workers[0]["blocked"][label]["bytes_per_line"],
+            "us": med([med(a["blocked"][label]["ns_per_op"]) / 1000 for a in absolute]),
+            "lines_per_invocation": absolute[0]["blocked"][label]["lines_per_invocation"],
+            "bytes_per_line": absolute[0]["blocked"][label]["bytes_per_line"],
         }
-        for label in workers[0]["blocked"]
+        for label in absolute[0]["blocked"]
     }
     s["flood"] = {
         label: {
-            "seconds": med([w["flood"][label]["seconds"] for w in workers]),
-            "lines": max(w["flood"][label]["lines"] for w in workers),
-            "attempts": workers[0]["flood"][label]["attempts"],
+            "seconds": med([a["flood"][label]["seconds"] for a in absolute]),
+            "lines": max(a["flood"][label]["lines"] for a in absolute),
+            "attempts": absolute[0]["flood"][label]["attempts"],
         }
-        for label in workers[0]["flood"]
+        for label in absolute[0]["flood"]
     }
-    s["features"] = workers[0]["features"]
-    peers = [w["ops"]["connect"] for w in raw["hot"]["peer"]]
+    s["features"] = absolute[0]["features"]
+    peer = hot["peer"]
     s["peer"] = {
-        "pristine": med([med(p["pristine"]) for p in peers]) / 1000,
-        "pytest_socket": med([med(p["pytest_socket"]) for p in peers]) / 1000,
-        "ratio": med([med(p["pytest_socket"]) / med(p["pristine"]) for p in peers]),
+        "pristine": med([ns for w in peer["pristine"] for ns in w]) / 1000,
+        "pytest_socket": med([ns for w in peer["pytest_socket"] for ns in w]) / 1000,
+        "ratio": med(paired_ratios(peer["pytest_socket"], peer["pristine"])),
     }
     return s
 
@@ -274,7 +335,7 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
     ]
     for run in runs:
         s, env, budget = run["summary"], run["environment"], run["budget"]
-        ms, mib = s["cold_ms"], s["cold_mib"]
+        ms, cpu, mib = s["cold_ms"], s["cold_cpu_ms"], s["cold_mib"]
         feats = ", ".join(
             f"{k} {'active' if v else 'not on this branch'}" for k, v in s["features"].items()
         )
@@ -283,17 +344,15 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
             "",
             f"wrapt {env['wrapt']}, aws-lambda-powertools {env['aws-lambda-powertools']}, "
             f"boto3 {env['boto3']}, pytest-socket {env['pytest-socket']}. "
-            f"Sensors: network active, {feats}. Cold-start violation: `{run['action']}` under /tmp"
-            if run["action"] == "open"
-            else f"wrapt {env['wrapt']}, aws-lambda-powertools {env['aws-lambda-powertools']}, "
-            f"boto3 {env['boto3']}, pytest-socket {env['pytest-socket']}. "
-            f"Sensors: network active, {feats}. Cold-start violation: a blocked loopback `connect`",
+            f"Sensors: network active, {feats}. Cold-start violation: "
+            + ("a blocked `open` under /tmp." if run["action"] == "open"
+               else "a blocked loopback `connect`."),
             "",
             f"**Cold start**, whole process, {budget['cold_rounds']} rounds of each variant in "
             "rotating order:",
             "",
-            "| handler | unguarded | with lambdaguard | added | target | |",
-            "|---|---:|---:|---:|---:|---|",
+            "| handler | unguarded | with lambdaguard | added | added CPU | target | |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         for name, base, guarded, target in (
             ("bare (imports nothing)", "bare", "bare+guarded", 20.0),
@@ -302,31 +361,44 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
             added = ms[guarded] - ms[base]
             lines.append(
                 f"| {name} | {ms[base]:.1f} ms | {ms[guarded]:.1f} ms | {added:+.1f} ms "
-                f"| <= {target:.0f} ms | {verdict(added <= target)} |"
+                f"| {cpu[guarded] - cpu[base]:+.1f} ms | <= {target:.0f} ms "
+                f"| {verdict(added <= target)} |"
             )
         added_mib = mib["bare+guarded"] - mib["bare"]
         lines += [
             f"| peak memory, bare | {mib['bare']:.1f} MiB | {mib['bare+guarded']:.1f} MiB "
-            f"| {added_mib:+.1f} MiB | <= 5 MiB | {verdict(added_mib <= 5)} |",
-            f"| peak memory, typical | {mib['typical']:.1f} MiB | {mib['typical+guarded']:.1f} MiB "
-            f"| {mib['typical+guarded'] - mib['typical']:+.1f} MiB | | |",
+            f"| {added_mib:+.1f} MiB | | <= 5 MiB | {verdict(added_mib <= 5)} |",
+            f"| peak memory, typical | {mib['typical']:.1f} MiB "
+            f"| {mib['typical+guarded']:.1f} MiB "
+            f"| {mib['typical+guarded'] - mib['typical']:+.1f} MiB | | | |",
             "",
             "Where the bare handler's added time goes (differences of medians):",
             "",
-            "| step | added | peak memory added |",
-            "|---|---:|---:|",
-            f"| `import lambdaguard` | {ms['bare+import'] - ms['bare']:+.1f} ms "
-            f"| {mib['bare+import'] - mib['bare']:+.1f} MiB |",
-            f"| first activation: `@guard(...)`, wrapt import, patches, audit hook, scope entry, "
-            f"allowed operation | {ms['bare+activate'] - ms['bare+import']:+.1f} ms "
-            f"| {mib['bare+activate'] - mib['bare+import']:+.1f} MiB |",
-            f"| first violation: decision, JSON line, EMF metric | "
-            f"{ms['bare+guarded'] - ms['bare+activate']:+.1f} ms "
-            f"| {mib['bare+guarded'] - mib['bare+activate']:+.1f} MiB |",
+            "| step | added | added CPU | peak memory added |",
+            "|---|---:|---:|---:|",
+        ]
+        steps = (
+            ("`import lambdaguard`", "bare", "bare+import"),
+            (
+                "first activation: `@guard(...)`, wrapt import, patches, audit hook, "
+                "scope entry, one allowed operation",
+                "bare+import",
+                "bare+activate",
+            ),
+            ("first violation: decision, JSON line, EMF metric", "bare+activate", "bare+guarded"),
+        )
+        for label, before, after in steps:
+            lines.append(
+                f"| {label} | {ms[after] - ms[before]:+.1f} ms "
+                f"| {cpu[after] - cpu[before]:+.1f} ms | {mib[after] - mib[before]:+.1f} MiB |"
+            )
+        lines += [
             "",
-            f"**Hot path**, per call, {budget['hot_workers']} worker processes x "
-            f"{budget['hot_rounds']} rounds; \"no scope\" is after activation with no scope "
-            "active, \"in scope\" has every policy on and the operation allowed:",
+            f"**Hot path**, per call: {budget['hot_workers']} sets of worker processes x "
+            f"{budget['hot_rounds']} rounds, a pristine process (lambdaguard never imported) "
+            "and a guarded one taking turns round by round; ratios are medians of the paired "
+            "rounds. \"No scope\": lambdaguard activated earlier, no scope active now. "
+            "\"In scope\": every policy on, the operation allowed by the allow-list.",
             "",
             "| operation | unguarded | no scope | in scope | ratio no scope | ratio in scope "
             "| target | |",
@@ -379,9 +451,8 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
             )
         lines += [
             "",
-            f"**Peer**: the same allowed loopback connect under pytest-socket's host allow-list "
-            f"({budget['peer_workers']} workers x {budget['peer_rounds']} rounds, alternating "
-            "with the bare connect in the same process):",
+            "**Peer**: the same allowed loopback connect under pytest-socket's host allow-list, "
+            "in a third process, alternating with the bare connect in that process:",
             "",
             "| | unguarded | guarded | ratio |",
             "|---|---:|---:|---:|",
@@ -445,7 +516,7 @@ def main() -> int:
         env = describe(venv_python)
         print(f"Python {env['python']}: hot path ...", flush=True)
         hot = measure_hot(venv_python, budget)
-        action = "open" if hot["lambdaguard"][0]["features"].get("tmp") else "connect"
+        action = "open" if hot["absolute"][0]["features"].get("tmp") else "connect"
         print(f"Python {env['python']}: cold start ({action}) ...", flush=True)
         cold = measure_cold(venv_python, budget.cold_rounds, action)
         raw = {"hot": hot, "cold": cold}
