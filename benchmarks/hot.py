@@ -1,6 +1,7 @@
 """Hot-path worker: a process that times rounds of one operation on request.
 
-    python benchmarks/hot.py ROLE      (ROLE: pristine | lambdaguard | peer)
+    python benchmarks/hot.py listener
+    python benchmarks/hot.py ROLE PORT      (ROLE: pristine | lambdaguard | peer)
 
 run.py starts one worker per role and drives them over stdin/stdout, one JSON line per
 request and per answer, so that the rounds of the three processes alternate strictly
@@ -13,6 +14,7 @@ processes, frequency changes) then hits both sides of a pair alike.
   hook are in place for good; its conditions are ``noscope`` (no scope active) and
   ``scope`` (every policy on, the operation allowed by its allow-list). It also answers
   the absolute measurements: decorator, blocked operation, flood.
+* ``listener`` accepts the loopback connections of the other three, in its own process.
 * ``peer`` runs the loopback connect bare and under pytest-socket's host allow-list
   (which, unlike an audit hook, can be switched off again).
 
@@ -47,20 +49,25 @@ BLOCKED_PER_INVOCATION = 100  # within the reporter's default cap, so every one 
 # --- the operations ------------------------------------------------------------------------
 
 
-class Loopback:
-    """A TCP listener on 127.0.0.1 whose thread accepts and closes every connection."""
+def serve_loopback() -> None:
+    """The ``listener`` role: accept and close connections on 127.0.0.1 until stdin closes.
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1024)
-        self.address = self.sock.getsockname()
-        threading.Thread(target=self._serve, daemon=True).start()
+    It is a process of its own, so that accepting costs the measured processes nothing
+    and does not compete with them for their GIL (a listener thread inside the worker
+    amplified every extra microsecond of the connect several times over).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
 
-    def _serve(self) -> None:
+    def accept_forever() -> None:
         while True:
-            conn, _ = self.sock.accept()
+            conn, _ = sock.accept()
             conn.close()
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    print(json.dumps({"ready": "listener", "port": sock.getsockname()[1]}), flush=True)
+    sys.stdin.read()
 
 
 @dataclasses.dataclass
@@ -80,12 +87,12 @@ class _Discard(io.TextIOBase):
 Operations = dict[str, tuple[Callable[[], object], int]]
 
 
-def make_operations(workdir: str, listener: Loopback) -> Operations:
+def make_operations(workdir: str, port: int) -> Operations:
     """name -> (operation, calls per round), sized so a round takes roughly 10-20 ms."""
     small = os.path.join(workdir, "small.txt")
     with open(small, "wb") as f:
         f.write(b"x" * 1024)
-    address = listener.address
+    address = ("127.0.0.1", port)
     true = shutil.which("true") or "/bin/true"
     doc = {"records": [{"id": i, "name": f"item-{i}", "tags": ["a", "b"]} for i in range(180)]}
     assert 9_000 < len(json.dumps(doc)) < 11_000  # the 10 KB of the issue
@@ -187,11 +194,10 @@ def scope_policy(workdir: str) -> dict[str, object]:
 class Worker:
     """One role's state: the operations, and for lambdaguard the guard of the scope."""
 
-    def __init__(self, role: str) -> None:
+    def __init__(self, role: str, port: int) -> None:
         self.role = role
         self.workdir = tempfile.mkdtemp(prefix="lambdaguard-bench-")
-        self.listener = Loopback()
-        self.ops = make_operations(self.workdir, self.listener)
+        self.ops = make_operations(self.workdir, port)
         self.scope: object = None
         self.found: dict[str, bool] = {}
         if role == "lambdaguard":
@@ -255,7 +261,7 @@ def measure_decorator(rounds: int) -> dict[str, list[float]]:
         handler
     )
     event, context = {"k": 1}, _Context()
-    n = 5000
+    n = 2000
     out: dict[str, list[float]] = {"bare": [], "guarded": []}
     time_round(lambda: guarded(event, context), n // 4)
     for r in range(rounds):
@@ -369,12 +375,15 @@ def measure_flood(count: int, workdir: str, found: dict[str, bool]) -> dict[str,
 
 def main() -> None:
     role = sys.argv[1]
-    if role not in ("pristine", "lambdaguard", "peer"):
-        raise SystemExit(f"usage: hot.py pristine|lambdaguard|peer, not {role!r}")
+    if role == "listener":
+        serve_loopback()
+        return
+    if role not in ("pristine", "lambdaguard", "peer") or len(sys.argv) != 3:
+        raise SystemExit("usage: hot.py listener | hot.py pristine|lambdaguard|peer PORT")
     # Answers go to the real stdout; anything else printed (violation lines) is dropped.
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-    worker = Worker(role)
+    worker = Worker(role, int(sys.argv[2]))
     if role == "pristine":
         assert "lambdaguard" not in sys.modules, "the pristine worker must not import lambdaguard"
     answers.write(json.dumps({"ready": role}) + "\n")

@@ -181,15 +181,15 @@ HOT_OPS = ("open_read", "connect", "dns_localhost", "subprocess_true", "handler_
 class Worker:
     """A benchmarks/hot.py process of one role, answering one JSON request at a time."""
 
-    def __init__(self, python: str, role: str) -> None:
+    def __init__(self, python: str, role: str, *args: str) -> None:
         self.role = role
         self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in close())
         self.proc = subprocess.Popen(
-            [python, str(ROOT / "benchmarks" / "hot.py"), role],
+            [python, str(ROOT / "benchmarks" / "hot.py"), role, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
             text=True, env=child_env(),
         )
-        self._read()
+        self.hello = self._read()
 
     def _read(self) -> Any:
         assert self.proc.stdout is not None
@@ -197,7 +197,8 @@ class Worker:
         if not line:
             self.stderr.seek(0)
             raise RuntimeError(f"hot.py {self.role} died:\n{self.stderr.read()}")
-        return json.loads(line).get("answer")
+        message = json.loads(line)
+        return message.get("answer", message)
 
     def ask(self, **request: Any) -> Any:
         assert self.proc.stdin is not None
@@ -219,9 +220,11 @@ def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
     }
     peer: dict[str, list[list[float]]] = {"pristine": [], "pytest_socket": []}
     absolute: list[dict[str, Any]] = []
+    listener = Worker(python, "listener")
+    port = str(listener.hello["port"])
     for _ in range(budget.hot_workers):  # fresh processes per set: memory layout varies
         pristine, guarded, pytest_socket = (
-            Worker(python, role) for role in ("pristine", "lambdaguard", "peer")
+            Worker(python, role, port) for role in ("pristine", "lambdaguard", "peer")
         )
         try:
             for op in HOT_OPS:
@@ -243,12 +246,13 @@ def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
             absolute.append({
                 "features": guarded.ask(what="features"),
                 "decorator": guarded.ask(what="decorator", rounds=budget.hot_rounds),
-                "blocked": guarded.ask(what="blocked", rounds=budget.hot_rounds),
+                "blocked": guarded.ask(what="blocked", rounds=max(3, budget.hot_rounds // 3)),
                 "flood": guarded.ask(what="flood", count=budget.flood),
             })
         finally:
             for worker in (pristine, guarded, pytest_socket):
                 worker.close()
+    listener.close()
     return {"rounds": rounds, "peer": peer, "absolute": absolute}
 
 
