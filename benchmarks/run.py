@@ -61,7 +61,7 @@ class Budget:
     """How much to measure. The full budget keeps `make bench` under 10 minutes on 2 cores."""
 
     def __init__(self, quick: bool) -> None:
-        self.cold_rounds = 3 if quick else 25
+        self.cold_rounds = 3 if quick else 30
         self.hot_workers = 1 if quick else 3  # sets of (pristine, lambdaguard, peer) processes
         self.hot_rounds = 3 if quick else 30
         self.flood = 10_000 if quick else 100_000
@@ -334,7 +334,8 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
     lines += [
         f"Measured {first['date']} on {first['machine']} by `make bench`"
         + (" **(--quick: smoke run, too few rounds to trust)**" if quick else "")
-        + ". Medians; ratios are guarded / unguarded in the same run.",
+        + ". Medians; ratios are guarded / unguarded in the same run. A cold-start target is "
+        "judged on the larger of the wall and CPU figures.",
         "",
     ]
     for run in runs:
@@ -362,11 +363,13 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
             ("bare (imports nothing)", "bare", "bare+guarded", 20.0),
             ("typical (boto3 + powertools Logger)", "typical", "typical+guarded", 5.0),
         ):
-            added = ms[guarded] - ms[base]
+            added, added_cpu = ms[guarded] - ms[base], cpu[guarded] - cpu[base]
+            # Judged on the larger of the two: noise from other processes can push either
+            # one down, but not both.
             lines.append(
                 f"| {name} | {ms[base]:.1f} ms | {ms[guarded]:.1f} ms | {added:+.1f} ms "
-                f"| {cpu[guarded] - cpu[base]:+.1f} ms | <= {target:.0f} ms "
-                f"| {verdict(added <= target)} |"
+                f"| {added_cpu:+.1f} ms | <= {target:.0f} ms "
+                f"| {verdict(max(added, added_cpu) <= target)} |"
             )
         added_mib = mib["bare+guarded"] - mib["bare"]
         lines += [
