@@ -102,11 +102,12 @@ def version_of(python: str) -> str:
 
 
 def bench_venv(python: str) -> Path:
-    """The bench venv for ``python``, built or rebuilt when setup.cfg/pyproject.toml change."""
+    """The bench venv for ``python``, built or rebuilt when the packaging files change."""
     venv = ROOT / f".venv-bench-{version_of(python)}"
     stamp = venv / ".bench-installed"
+    inputs = ("setup.cfg", "setup.py", "pyproject.toml", "lambdaguard_inherit.pth")
     digest = hashlib.sha256(
-        (ROOT / "setup.cfg").read_bytes() + (ROOT / "pyproject.toml").read_bytes()
+        b"".join((ROOT / name).read_bytes() for name in inputs if (ROOT / name).exists())
     ).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return venv
