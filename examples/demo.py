@@ -64,10 +64,9 @@ def main() -> None:
     print(handler({}, FakeLambdaContext()), flush=True)
 
     section("2. Alert mode: the connection goes ahead and is logged")
-    with guard(network="alert"):
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
-            print("alerted connection answered:", sock.recv(64).split(b"\r\n")[0], flush=True)
+    with guard(network="alert"), socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        print("alerted connection answered:", sock.recv(64).split(b"\r\n")[0], flush=True)
 
     server.shutdown()
 

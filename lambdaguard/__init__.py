@@ -14,6 +14,8 @@ See docs/quickstart.md. This module holds the public API only.
 
 from __future__ import annotations
 
+import contextlib
+
 from lambdaguard.errors import (
     ConfigError,
     FileViolation,
@@ -46,9 +48,6 @@ __all__ = [
 # Tracebacks and reprs say lambdaguard.Violation, not lambdaguard.errors.Violation.
 for _name in __all__:
     _obj = globals()[_name]
-    if hasattr(_obj, "__module__"):
-        try:
-            _obj.__module__ = "lambdaguard"
-        except (AttributeError, TypeError):
-            pass
+    with contextlib.suppress(AttributeError, TypeError):
+        _obj.__module__ = "lambdaguard"
 del _name, _obj

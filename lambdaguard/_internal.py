@@ -34,11 +34,11 @@ def own_work() -> Iterator[None]:
 
 
 def quiet_event() -> str | None:
-    return _local.__dict__.get("quiet")  # type: ignore[no-any-return]
+    return _local.__dict__.get("quiet")
 
 
 def set_quiet(event: str | None) -> str | None:
     """Set the audit event name to skip on this thread; returns the previous one to restore."""
-    previous: str | None = _local.__dict__.get("quiet")
+    previous = quiet_event()
     _local.quiet = event
     return previous

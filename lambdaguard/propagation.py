@@ -34,7 +34,9 @@ def _in_scope() -> bool:
     return current_state() is not None
 
 
-def _thread_start(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _thread_start(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if instance is not None and _in_scope():
         context = contextvars.copy_context()
         run = instance.run
@@ -43,7 +45,9 @@ def _thread_start(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
     return wrapped(*args, **kwargs)
 
 
-def _start_new_thread(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _start_new_thread(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if _in_scope() and args:
         context = contextvars.copy_context()
         function = args[0]
@@ -51,7 +55,9 @@ def _start_new_thread(wrapped: Callable[..., Any], instance: Any, args: tuple[An
     return wrapped(*args, **kwargs)
 
 
-def _thread_pool_submit(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _thread_pool_submit(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if not _in_scope() or not args:
         return wrapped(*args, **kwargs)
     context = contextvars.copy_context()
@@ -91,7 +97,9 @@ def _layers_in_force() -> tuple[Policy, ...]:
     return base + tuple(policy for _, policy in state.layers)
 
 
-def _process_pool_submit(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _process_pool_submit(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if not _in_scope() or not args:
         return wrapped(*args, **kwargs)
     return wrapped(ScopedCall(args[0], _layers_in_force()), *args[1:], **kwargs)

@@ -196,9 +196,7 @@ class _Relaxation:
                     "use it inside the guard's with-block or decorated function."
                 )
             before = mine[-1]
-            layers = tuple(
-                (o, p.replaced(self._rules) if o is owner else p) for o, p in layers
-            )
+            layers = tuple((o, p.replaced(self._rules) if o is owner else p) for o, p in layers)
         report.relaxation(self._owner, before, self._rules)
         logger = parent.logger if parent is not None else None
         _push(ScopeState(layers, overrides, logger, parent, self))
@@ -216,7 +214,7 @@ class _Relaxation:
 # --- guard -------------------------------------------------------------------------------------
 
 
-class guard:  # noqa: N801  (a lower-case name: it reads as a function, like contextlib's)
+class guard:  # a lower-case name: it reads as a function, as contextlib's classes do
     """Enforce policies in a scope: as a decorator or as a context manager.
 
     Keyword-only arguments, each a mode (``"block"``, ``"alert"``, ``"allow"`` or a
@@ -311,9 +309,7 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
     def __call__(self, fn: F) -> F: ...
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(fn):
-            raise TypeError(
-                f"guard(...) decorates a function or coroutine function, not {fn!r}."
-            )
+            raise TypeError(f"guard(...) decorates a function or coroutine function, not {fn!r}.")
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise TypeError(
                 f"guard(...) cannot decorate the generator function {fn.__qualname__}: its "
@@ -406,11 +402,11 @@ class Baseline:
         with _baseline_lock:
             before = self.policy_in_force()
             if before is None:
-                raise RuntimeError("lambdaguard: update() on a configure() handle that was removed.")
+                raise RuntimeError(
+                    "lambdaguard: update() on a configure() handle that was removed."
+                )
             self._policy = before.replaced(rules)
-            _set_baseline(
-                tuple((o, self._policy if o is self else p) for o, p in _baseline_layers)
-            )
+            _set_baseline(tuple((o, self._policy if o is self else p) for o, p in _baseline_layers))
         _activate_sensors(self._policy)
         report.relaxation(self, before, rules)
 
@@ -458,4 +454,3 @@ def reset_for_tests() -> None:
         _set_baseline(())
         _default_logger = None
     _scope.set(None)
-
