@@ -55,13 +55,27 @@ def _start_new_thread(
     return wrapped(*args, **kwargs)
 
 
+def _outside_scope(wrapped: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``wrapped`` with no scope in this context.
+
+    Executors start their worker threads and processes lazily, inside submit(). Those
+    workers must not inherit the submitter's scope, or every later submission, guarded or
+    not, would run guarded: it is the submission that carries the scope, not the pool.
+    """
+    token = _scope.set(None)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _scope.reset(token)
+
+
 def _thread_pool_submit(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     if not _in_scope() or not args:
         return wrapped(*args, **kwargs)
     context = contextvars.copy_context()
-    return wrapped(context.run, *args, **kwargs)
+    return _outside_scope(wrapped, context.run, *args, **kwargs)
 
 
 class ScopedCall:
@@ -102,7 +116,7 @@ def _process_pool_submit(
 ) -> Any:
     if not _in_scope() or not args:
         return wrapped(*args, **kwargs)
-    return wrapped(ScopedCall(args[0], _layers_in_force()), *args[1:], **kwargs)
+    return _outside_scope(wrapped, ScopedCall(args[0], _layers_in_force()), *args[1:], **kwargs)
 
 
 _installed = False

@@ -114,9 +114,12 @@ def _looks_like_lambda_context(value: object) -> bool:
 
 
 # Work outside any guarded handler (module import, with-blocks in scripts) is reported
-# against this process-level pseudo-invocation; its suppressed count is flushed when the
-# first real invocation starts.
+# against this process-level pseudo-invocation. It has no end, so its budget is a window:
+# at most `limit` lines per OUTSIDE_WINDOW seconds, the suppressed count flushed when the
+# window rolls over or when a real invocation starts.
+OUTSIDE_WINDOW = 60.0
 _outside = Invocation(None, DEFAULT_LIMIT, cold_start=True)
+_outside_window_start = time.monotonic()
 _invocation: contextvars.ContextVar[Invocation] = contextvars.ContextVar(
     "lambdaguard_invocation", default=_outside
 )
@@ -148,6 +151,24 @@ def invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Iterator[No
         _flush(current)
 
 
+def _roll_outside_window() -> None:
+    global _outside_window_start
+    now = time.monotonic()
+    if now - _outside_window_start < OUTSIDE_WINDOW:
+        return
+    _outside_window_start = now
+    _flush(_outside)
+    _outside.written = 0
+
+
+def reset_for_tests() -> None:
+    """Give the outside-any-invocation budget a fresh window. For lambdaguard.testing only."""
+    global _outside_window_start
+    _outside.written = 0
+    _outside.suppressed = {}
+    _outside_window_start = time.monotonic()
+
+
 def _flush(inv: Invocation) -> None:
     with _lock:
         pending, inv.suppressed = inv.suppressed, {}
@@ -167,6 +188,8 @@ def _flush(inv: Invocation) -> None:
 def violation(event: Event, verdict: Mode) -> None:
     """Report one alerted or blocked operation, within this invocation's budget."""
     inv = _invocation.get()
+    if inv is _outside:
+        _roll_outside_window()
     with _lock:
         if inv.written >= inv.limit:
             key = (event.policy, verdict.value)

@@ -23,13 +23,14 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from lambdaguard import report
-from lambdaguard.environment import build_policy, build_relaxation
+from lambdaguard.environment import build_policy, build_relaxation, read_positive_int
 from lambdaguard.policy import Active, Mode, Policy, Rule, merge
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -251,6 +252,9 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
         self._policy = build_policy(arguments, caller="guard")
         self._logger = logger
+        self._report_limit = read_positive_int(
+            os.environ, "LAMBDAGUARD_REPORT_LIMIT", report.DEFAULT_LIMIT
+        )
 
     @property
     def policy(self) -> Policy:
@@ -320,7 +324,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
 
             @functools.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
-                with report.invocation(args), self:
+                with report.invocation(args, self._report_limit), self:
                     return await fn(*args, **kwargs)
 
             async_guarded.guard = self  # type: ignore[attr-defined]
@@ -328,7 +332,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
 
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            with report.invocation(args), self:
+            with report.invocation(args, self._report_limit), self:
                 return fn(*args, **kwargs)
 
         guarded.guard = self  # type: ignore[attr-defined]
@@ -454,3 +458,4 @@ def reset_for_tests() -> None:
         _set_baseline(())
         _default_logger = None
     _scope.set(None)
+    report.reset_for_tests()
