@@ -52,12 +52,14 @@ def summarise(lines: Iterable[str]) -> Counter[tuple[str, str, str, str, str]]:
         assert isinstance(body, dict)
         function = str(record.get("function_name", "-"))
         if body.get("event") == "violation":
-            row = (function, str(body.get("policy")), str(body.get("mode")))
-            counts[row + (str(body.get("action")), str(body.get("target")))] += 1
+            action, target = str(body.get("action")), str(body.get("target"))
+            counts[function, str(body.get("policy")), str(body.get("mode")), action, target] += 1
         elif body.get("event") == "suppressed":
-            row = (function, str(body.get("policy")), str(body.get("mode")))
             suppressed = body.get("suppressed", 0)
-            counts[row + ("(suppressed)", "-")] += suppressed if isinstance(suppressed, int) else 0
+            policy, mode = str(body.get("policy")), str(body.get("mode"))
+            counts[function, policy, mode, "(suppressed)", "-"] += (
+                suppressed if isinstance(suppressed, int) else 0
+            )
     return counts
 
 
