@@ -280,3 +280,28 @@ def test_network_rule_repr_round_trips() -> None:
         == "Network('block', allow=['a.example:443'])"
     )
     assert json.loads(json.dumps(repr(Network("alert")))) == "Network('alert')"
+
+
+def test_documented_logs_insights_query_names_real_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every field the Logs Insights queries in docs/logs.md use exists in a real violation line."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "logs.md").read_text()
+    section = doc.split("## Logs Insights: list violations", 1)[1].split("## The metric", 1)[0]
+    fields = set(re.findall(r"\b(?:function_name|lambdaguard\.[a-z_]+)\b", section))
+    assert {"function_name", "lambdaguard.event", "lambdaguard.target"} <= fields
+
+    @guard(network="block")
+    def handler(event: object, context: FakeLambdaContext) -> None:
+        with pytest.raises(Violation):
+            lookup("blocked.example")
+
+    handler({}, FakeLambdaContext())
+    (line,) = events(capsys.readouterr().out)
+    for field in fields:
+        value: Any = line
+        for part in field.split("."):
+            value = value[part]
+        assert value not in (None, "")
+    assert line["lambdaguard"]["event"] == "violation"  # the filter value in the queries
