@@ -26,7 +26,6 @@ Never raising: a failure to format or write a line is swallowed and counted
 from __future__ import annotations
 
 import contextvars
-import json
 import os
 import sys
 import threading
@@ -291,6 +290,8 @@ def _emit(
                     log = logger.info
                 log(message, extra=extra)
                 return
+            import json  # lazily: not every process ever writes a line
+
             record = _base_record(level, message, inv)
             record.update(extra)
             line = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
 import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -314,13 +313,14 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(fn):
             raise TypeError(f"guard(...) decorates a function or coroutine function, not {fn!r}.")
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        kind = _function_kind(fn)
+        if kind == "generator":
             raise TypeError(
                 f"guard(...) cannot decorate the generator function {fn.__qualname__}: its "
                 "body runs after the call returns, outside the scope. Use 'with guard(...)' "
                 "inside the generator instead."
             )
-        if inspect.iscoroutinefunction(fn):
+        if kind == "coroutine":
 
             @functools.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
@@ -356,6 +356,28 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         """
         arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
         return _Relaxation(self, build_relaxation(arguments, caller="guard.relaxed"))
+
+
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+
+
+def _function_kind(fn: Callable[..., Any]) -> str:
+    """Classify fn as "coroutine", "generator" or "plain" without importing inspect (~10 ms)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a partial, a callable object, a builtin: ask inspect
+        import inspect
+
+        if inspect.iscoroutinefunction(fn):
+            return "coroutine"
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            return "generator"
+        return "plain"
+    flags = code.co_flags
+    if flags & _CO_COROUTINE:
+        return "coroutine"
+    if flags & (_CO_GENERATOR | _CO_ASYNC_GENERATOR):
+        return "generator"
+    return "plain"
 
 
 # --- configure ----------------------------------------------------------------------------------
