@@ -110,6 +110,12 @@ def names_for(ip: IPAddress) -> frozenset[str]:
     return _resolved.get(ip, frozenset())
 
 
+def forget_resolutions() -> None:
+    """Forget every remembered resolution (tests start from a clean slate with it)."""
+    with _resolved_lock:
+        _resolved.clear()
+
+
 # --- allow-list entries -----------------------------------------------------------------
 
 

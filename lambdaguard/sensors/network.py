@@ -176,10 +176,12 @@ def _getaddrinfo(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
 
 def _gethostbyname(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     rules = _rules()
-    host = args[0] if args else kwargs.get("hostname")
-    event = _lookup_event(host) if rules is not None else None
-    if rules is None or event is None:
+    if rules is None:
         return wrapped(*args, **kwargs)
+    host = args[0] if args else kwargs.get("hostname")
+    event = _lookup_event(host)
+    if event is None:
+        return proceed("socket.gethostbyname", wrapped, args, kwargs)
     enforce(event, rules)
     result = proceed("socket.gethostbyname", wrapped, args, kwargs)
     addresses = result[2] if isinstance(result, tuple) else [result]
@@ -189,19 +191,23 @@ def _gethostbyname(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
 
 def _gethostbyaddr(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     rules = _rules()
-    event = _reverse_event(args[0]) if rules is not None and args else None
-    if rules is None or event is None:
+    if rules is None or not args:
         return wrapped(*args, **kwargs)
-    enforce(event, rules)
+    event = _reverse_event(args[0])
+    if event is not None:
+        enforce(event, rules)
     return proceed("socket.gethostbyaddr", wrapped, args, kwargs)
 
 
 def _getnameinfo(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     rules = _rules()
-    event = _nameinfo_event(args) if rules is not None else None
-    if rules is None or event is None:
+    if rules is None:
         return wrapped(*args, **kwargs)
-    enforce(event, rules)
+    event = _nameinfo_event(args)
+    if event is not None:
+        enforce(event, rules)
+    # Through proceed() even when there was nothing to decide: the audit event carries no
+    # flags, so the hook would take a numeric-only call for a reverse lookup and block it.
     return proceed("socket.getnameinfo", wrapped, args, kwargs)
 
 
