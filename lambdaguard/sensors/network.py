@@ -221,7 +221,7 @@ def _nameinfo_event(args: tuple[Any, ...]) -> Event | None:
     return _reverse_event(host)
 
 
-# --- botocore: keep a Violation a Violation -----------------------------------------------------
+# --- HTTP client libraries: keep a Violation a Violation -------------------------------------
 
 
 def _unwrap_botocore_violation(
@@ -244,6 +244,40 @@ def _patch_botocore(module: Any) -> None:
     patch(module, "URLLib3Session.send", _unwrap_botocore_violation)
 
 
+def _violation_in_group(exc: BaseException) -> Violation | None:
+    """The first Violation among the leaves of an exception group, or None."""
+    for inner in getattr(exc, "exceptions", ()):
+        if isinstance(inner, Violation):
+            return inner
+        found = _violation_in_group(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _unwrap_anyio_violation(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    # anyio.connect_tcp runs its Happy Eyeballs attempts in a task group and only collects
+    # OSErrors; a Violation escapes the group wrapped in an ExceptionGroup, so httpx's
+    # async client (and anything else on anyio) would surface an ExceptionGroup instead
+    # of the Violation the caller can catch. Unwrap it.
+    async def call() -> Any:
+        try:
+            return await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            violation = _violation_in_group(exc)
+            if violation is not None:
+                raise violation from None
+            raise
+
+    return call()
+
+
+def _patch_anyio(module: Any) -> None:
+    patch(module, "connect_tcp", _unwrap_anyio_violation)
+
+
 # --- install and audit ------------------------------------------------------------------------
 
 
@@ -261,6 +295,7 @@ def install() -> None:
     patch(socket, "gethostbyaddr", _gethostbyaddr)
     patch(socket, "getnameinfo", _getnameinfo)
     register_post_import("botocore.httpsession", _patch_botocore)
+    register_post_import("anyio", _patch_anyio)
 
 
 def _audit_address(action: str, *, close_on_block: bool) -> Callable[[tuple[Any, ...], Active], None]:

@@ -173,7 +173,7 @@ class HTTPServer(http.server.ThreadingHTTPServer):
         self.port: int = self.server_address[1]
         self.connections = 0
         self._sentinel_connections = 0
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
 
     @property
