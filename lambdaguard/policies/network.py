@@ -24,6 +24,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import posixpath
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -162,9 +163,15 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
     """Parse one allow-list entry; ConfigError names the entry and the accepted forms."""
     if entry.startswith("unix:"):
         path = entry[len("unix:") :]
-        if not path:
-            raise ConfigError(f"{source}: allow-list entry {entry!r} has no path; {ACCEPTED_ENTRIES}.")
-        return _Entry("unix", path, None)
+        if path.startswith("@") and len(path) > 1:
+            return _Entry("unix", path, None)  # a Linux abstract-namespace name
+        if not path.startswith("/"):
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} is not an absolute socket path; "
+                f"unix: takes /an/absolute/path/glob or @abstract-name; {ACCEPTED_ENTRIES}."
+            )
+        # Targets are normalised (sensors.network.unix_path); entries are too, to match.
+        return _Entry("unix", posixpath.normpath(path), None)
 
     port: int | None = None
     if entry.startswith("["):

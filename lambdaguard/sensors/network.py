@@ -20,6 +20,7 @@ does not run, and the descriptor would otherwise leak.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -61,14 +62,7 @@ def address_target(family: int, address: object) -> NetworkTarget:
     """The NetworkTarget for a socket address of ``family`` (connect, bind, sendto)."""
     name = _family_name(family)
     if name == "unix":
-        if isinstance(address, bytes | bytearray):
-            raw = bytes(address)
-            # Linux abstract-namespace addresses start with NUL; show them as "@name".
-            path = "@" + safe_text(raw[1:]) if raw.startswith(b"\0") else safe_text(raw)
-        else:
-            text = str(address)
-            path = "@" + text[1:] if text.startswith("\0") else text
-        return NetworkTarget("unix", path)
+        return NetworkTarget("unix", unix_path(address))
     if name in ("inet", "inet6") and isinstance(address, tuple) and len(address) >= 2:
         host = _host_text(address[0])
         if host == "":
@@ -78,6 +72,31 @@ def address_target(family: int, address: object) -> NetworkTarget:
         port = address[1] if isinstance(address[1], int) else None
         return NetworkTarget(name, host, port)
     return NetworkTarget(name, safe_text(repr(address)))
+
+
+def unix_path(address: object) -> str:
+    """An AF_UNIX address as the policy sees it: ``@name`` or an absolute, normalised path.
+
+    Normalised so that ``/run/app/../../var/run/docker.sock`` cannot pass for a socket
+    under ``unix:/run/app/*``, and made absolute so that a relative path is judged by
+    where it points. Symbolic links are not followed (docs/network.md, "Limits").
+    """
+    if isinstance(address, bytes | bytearray | memoryview):
+        raw = bytes(address)
+        # Linux abstract-namespace addresses start with NUL; show them as "@name".
+        if raw.startswith(b"\0"):
+            return "@" + safe_text(raw[1:])
+        text = safe_text(raw)
+    else:
+        text = str(address)
+        if text.startswith("\0"):
+            return "@" + safe_text(text[1:])
+    if not text:
+        return text  # autobind: the kernel picks an abstract name
+    try:
+        return os.path.abspath(text)
+    except OSError:  # the working directory is gone; still collapse "..", "." and "//"
+        return os.path.normpath(text)
 
 
 def _event(action: str, target: NetworkTarget) -> Event:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from netkit import HTTPServer, TCPListener, UDPReceiver
 
+from lambdaguard import report
 from lambdaguard.policies.network import forget_resolutions
 from lambdaguard.sensors import ensure_installed
 
@@ -23,6 +24,15 @@ def _no_remembered_resolutions() -> Iterator[None]:
     forget_resolutions()
     yield
     forget_resolutions()
+
+
+@pytest.fixture(autouse=True)
+def _one_invocation_per_test() -> Iterator[None]:
+    # Each test is one invocation with its own reporting budget. Outside any invocation,
+    # lines count against one process-wide budget that never starts afresh, so after 100
+    # violations across the session every later line would be suppressed.
+    with report.invocation(()):
+        yield
 
 
 @pytest.fixture

@@ -32,9 +32,12 @@ class TCPListener:
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
-        self.sock.listen(64)
         self.host = host
         self.port: int = self.sock.getsockname()[1]
+        self._start()
+
+    def _start(self) -> None:
+        self.sock.listen(64)
         self._accepted = 0
         self._sentinels = 0
         self._cond = threading.Condition()
@@ -43,7 +46,7 @@ class TCPListener:
         self._thread.start()
 
     @property
-    def address(self) -> tuple[str, int]:
+    def address(self) -> Any:
         return (self.host, self.port)
 
     @property
@@ -81,8 +84,7 @@ class TCPListener:
         """Make one sentinel connection and wait until the accept loop has handled it."""
         with self._cond:
             target = self._sentinels + 1
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
+        with socket.socket(self.sock.family, socket.SOCK_STREAM) as s:
             s.connect(self.address)
             s.sendall(SETTLE)
             with self._cond:
@@ -92,6 +94,22 @@ class TCPListener:
         self._stop = True
         self._thread.join()
         self.sock.close()
+
+
+class UnixListener(TCPListener):
+    """A listening AF_UNIX stream socket at ``path`` (or a Linux abstract name) that counts."""
+
+    def __init__(self, path: str | bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.path = path
+        self.host = "unix"
+        self.port = 0
+        self._start()
+
+    @property
+    def address(self) -> Any:
+        return self.path
 
 
 class UDPReceiver:
