@@ -42,7 +42,7 @@ LOOKUP_ACTIONS = frozenset({"resolve", "reverse-resolve"})
 
 ACCEPTED_ENTRIES = (
     "accepted: host, host:port, *.glob, *.glob:port, IPv4, IPv4:port, IPv6, [IPv6]:port, "
-    "CIDR, CIDR:port, [IPv6-CIDR]:port, unix:/path/glob"
+    "CIDR, CIDR:port, [IPv6-CIDR]:port, unix:/path/glob, unix:@abstract-name"
 )
 
 
@@ -173,12 +173,22 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
         # Targets are normalised (sensors.network.unix_path); entries are too, to match.
         return _Entry("unix", posixpath.normpath(path), None)
 
+    if "://" in entry:
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is a URL; give the host and optional port "
+            f"only (api.example.com:443); {ACCEPTED_ENTRIES}."
+        )
     port: int | None = None
     if entry.startswith("["):
         close = entry.find("]")
         if close < 0 or entry[close + 1 :] not in ("",) and not entry[close + 1 :].startswith(":"):
             raise ConfigError(f"{source}: allow-list entry {entry!r} is malformed; {ACCEPTED_ENTRIES}.")
         host = entry[1:close]
+        if ":" not in host:
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} has brackets around {host!r}; brackets "
+                f"hold an IPv6 address or block; {ACCEPTED_ENTRIES}."
+            )
         if entry[close + 1 :]:
             port = _parse_port(entry[close + 2 :], entry, source)
     elif entry.count(":") == 1:
@@ -201,6 +211,11 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
     if ":" in host:
         raise ConfigError(f"{source}: allow-list entry {entry!r} is not a valid IPv6 address; {ACCEPTED_ENTRIES}.")
     name = normalise_name(host)
+    if name and set(name) <= set("0123456789."):
+        # Digits and dots only: a mistyped IPv4 address, which must not quietly become a name.
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is not a valid IPv4 address; {ACCEPTED_ENTRIES}."
+        )
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-._*")
     if not name or not set(name) <= allowed:
         raise ConfigError(
