@@ -20,6 +20,7 @@ does not run, and the descriptor would otherwise leak.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import socket
 from collections.abc import Callable
@@ -297,6 +298,60 @@ def _patch_anyio(module: Any) -> None:
     patch(module, "connect_tcp", _unwrap_anyio_violation)
 
 
+# asyncio's Happy Eyeballs (create_connection(happy_eyeballs_delay=...), which aiohttp and
+# others turn on) runs each attempt through asyncio.staggered, which swallows every
+# exception of an attempt, and then builds its error from the OSErrors _connect_sock kept:
+# with a blocked attempt that list is empty and the caller got an IndexError (or an
+# OSError, which clients retry). _connect_sock now records the Violation, and
+# create_connection re-raises it in place of whatever error it would have made up.
+_asyncio_violations: contextvars.ContextVar[list[Violation] | None] = contextvars.ContextVar(
+    "lambdaguard_asyncio_violations", default=None
+)
+
+
+def _record_asyncio_violation(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    async def call() -> Any:
+        try:
+            return await wrapped(*args, **kwargs)
+        except Violation as exc:
+            seen = _asyncio_violations.get()
+            if seen is not None:
+                seen.append(exc)
+            raise
+
+    return call()
+
+
+def _reraise_asyncio_violation(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    async def call() -> Any:
+        seen: list[Violation] = []
+        token = _asyncio_violations.set(seen)  # attempts run in copies of this context
+        try:
+            return await wrapped(*args, **kwargs)
+        except Violation:
+            raise
+        except Exception:
+            if seen:
+                raise seen[0] from None
+            raise
+        finally:
+            _asyncio_violations.reset(token)
+
+    return call()
+
+
+def _patch_asyncio(module: Any) -> None:
+    loop_class = getattr(module, "BaseEventLoop", None)
+    if loop_class is None or not hasattr(loop_class, "_connect_sock"):
+        return  # a future asyncio without this private helper: nothing to mend
+    patch(module, "BaseEventLoop._connect_sock", _record_asyncio_violation)
+    patch(module, "BaseEventLoop.create_connection", _reraise_asyncio_violation)
+
+
 # --- install and audit ------------------------------------------------------------------------
 
 
@@ -315,6 +370,7 @@ def install() -> None:
     patch(socket, "getnameinfo", _getnameinfo)
     register_post_import("botocore.httpsession", _patch_botocore)
     register_post_import("anyio", _patch_anyio)
+    register_post_import("asyncio.base_events", _patch_asyncio)
 
 
 def _audit_address(action: str, *, close_on_block: bool) -> Callable[[tuple[Any, ...], Active], None]:

@@ -70,11 +70,11 @@ def get_httpx_async(url: str) -> bytes:
     return asyncio.run(fetch())
 
 
-def get_asyncio_streams(url: str) -> bytes:
+def get_asyncio_streams(url: str, **options: Any) -> bytes:
     host, port = url.split("/")[2].split(":")
 
     async def fetch() -> bytes:
-        reader, writer = await asyncio.open_connection(host, int(port))
+        reader, writer = await asyncio.open_connection(host, int(port), **options)
         writer.write(f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = await reader.read()
         writer.close()
@@ -92,6 +92,8 @@ CLIENTS: dict[str, Callable[[str], bytes]] = {
     "httpx": get_httpx,
     "httpx-async": get_httpx_async,
     "asyncio-streams": get_asyncio_streams,
+    # Happy Eyeballs (as aiohttp turns it on) runs attempts through asyncio.staggered
+    "asyncio-happy-eyeballs": lambda url: get_asyncio_streams(url, happy_eyeballs_delay=0.25),
 }
 
 
