@@ -181,8 +181,11 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
     port: int | None = None
     if entry.startswith("["):
         close = entry.find("]")
-        if close < 0 or entry[close + 1 :] not in ("",) and not entry[close + 1 :].startswith(":"):
-            raise ConfigError(f"{source}: allow-list entry {entry!r} is malformed; {ACCEPTED_ENTRIES}.")
+        rest = entry[close + 1 :]
+        if close < 0 or (rest and not rest.startswith(":")):
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} is malformed; {ACCEPTED_ENTRIES}."
+            )
         host = entry[1:close]
         if ":" not in host:
             raise ConfigError(
@@ -209,7 +212,9 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
     if ip is not None:
         return _Entry("ip", ip, port)
     if ":" in host:
-        raise ConfigError(f"{source}: allow-list entry {entry!r} is not a valid IPv6 address; {ACCEPTED_ENTRIES}.")
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is not a valid IPv6 address; {ACCEPTED_ENTRIES}."
+        )
     name = normalise_name(host)
     if name and set(name) <= set("0123456789."):
         # Digits and dots only: a mistyped IPv4 address, which must not quietly become a name.
@@ -289,4 +294,6 @@ class Network(Rule):
         if any(e.matches_ip(ip, port, action) for e in self._addresses):
             return True
         # An IP that an allowed name resolved to is allowed under that name's entry.
-        return any(e.matches_name(name, port, action) for name in names_for(ip) for e in self._names)
+        return any(
+            e.matches_name(name, port, action) for name in names_for(ip) for e in self._names
+        )

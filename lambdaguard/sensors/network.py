@@ -139,7 +139,9 @@ def _rules() -> tuple[Rule, ...] | None:
 
 
 def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> Wrapper:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         rules = _rules()
         if rules is None or instance is None:
             return wrapped(*args, **kwargs)
@@ -164,7 +166,9 @@ def _address_argument(action: str, args: tuple[Any, ...]) -> object:
     return args[0] if args else None
 
 
-def _listen(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _listen(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     rules = _rules()
     if rules is None or instance is None:
         return wrapped(*args, **kwargs)
@@ -176,10 +180,12 @@ def _listen(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], k
     return wrapped(*args, **kwargs)
 
 
-# --- patches on the socket module's name lookups ---------------------------------------------------
+# --- patches on the socket module's name lookups ------------------------------------------
 
 
-def _getaddrinfo(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _getaddrinfo(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     rules = _rules()
     if rules is None:
         return wrapped(*args, **kwargs)
@@ -194,7 +200,9 @@ def _getaddrinfo(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
     return result
 
 
-def _gethostbyname(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _gethostbyname(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     rules = _rules()
     if rules is None:
         return wrapped(*args, **kwargs)
@@ -209,7 +217,9 @@ def _gethostbyname(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
     return result
 
 
-def _gethostbyaddr(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _gethostbyaddr(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     rules = _rules()
     if rules is None or not args:
         return wrapped(*args, **kwargs)
@@ -219,7 +229,9 @@ def _gethostbyaddr(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
     return proceed("socket.gethostbyaddr", wrapped, args, kwargs)
 
 
-def _getnameinfo(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _getnameinfo(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     rules = _rules()
     if rules is None:
         return wrapped(*args, **kwargs)
@@ -356,11 +368,21 @@ def _patch_asyncio(module: Any) -> None:
 
 
 def install() -> None:
-    patch(socket, "socket.connect", _address_method("connect", "socket.connect", close_on_block=True))
-    patch(socket, "socket.connect_ex", _address_method("connect", "socket.connect", close_on_block=True))
+    patch(
+        socket, "socket.connect", _address_method("connect", "socket.connect", close_on_block=True)
+    )
+    patch(
+        socket,
+        "socket.connect_ex",
+        _address_method("connect", "socket.connect", close_on_block=True),
+    )
     patch(socket, "socket.sendto", _address_method("sendto", "socket.sendto", close_on_block=False))
     if hasattr(socket.socket, "sendmsg"):
-        patch(socket, "socket.sendmsg", _address_method("sendmsg", "socket.sendmsg", close_on_block=False))
+        patch(
+            socket,
+            "socket.sendmsg",
+            _address_method("sendmsg", "socket.sendmsg", close_on_block=False),
+        )
     patch(socket, "socket.bind", _address_method("bind", "socket.bind", close_on_block=False))
     patch(socket, "socket.listen", _listen)
     patch(socket, "getaddrinfo", _getaddrinfo)
@@ -373,7 +395,9 @@ def install() -> None:
     register_post_import("asyncio.base_events", _patch_asyncio)
 
 
-def _audit_address(action: str, *, close_on_block: bool) -> Callable[[tuple[Any, ...], Active], None]:
+def _audit_address(
+    action: str, *, close_on_block: bool
+) -> Callable[[tuple[Any, ...], Active], None]:
     def handler(args: tuple[Any, ...], active: Active) -> None:
         rules = active.rules.get(POLICY)
         if rules is None or len(args) < 2:
@@ -390,7 +414,9 @@ def _audit_address(action: str, *, close_on_block: bool) -> Callable[[tuple[Any,
     return handler
 
 
-def _audit_lookup(make: Callable[[tuple[Any, ...]], Event | None]) -> Callable[[tuple[Any, ...], Active], None]:
+def _audit_lookup(
+    make: Callable[[tuple[Any, ...]], Event | None],
+) -> Callable[[tuple[Any, ...], Active], None]:
     def handler(args: tuple[Any, ...], active: Active) -> None:
         rules = active.rules.get(POLICY)
         if rules is None:
@@ -407,7 +433,9 @@ AUDIT_HANDLERS = {
     "socket.sendto": _audit_address("sendto", close_on_block=False),
     "socket.sendmsg": _audit_address("sendmsg", close_on_block=False),
     "socket.bind": _audit_address("bind", close_on_block=False),
-    "socket.getaddrinfo": _audit_lookup(lambda a: _lookup_event(a[0], a[1] if len(a) > 1 else None)),
+    "socket.getaddrinfo": _audit_lookup(
+        lambda a: _lookup_event(a[0], a[1] if len(a) > 1 else None)
+    ),
     "socket.gethostbyname": _audit_lookup(lambda a: _lookup_event(a[0]) if a else None),
     "socket.gethostbyaddr": _audit_lookup(lambda a: _reverse_event(a[0]) if a else None),
     "socket.getnameinfo": _audit_lookup(lambda a: _nameinfo_event((a[0], 0)) if a else None),

@@ -167,7 +167,7 @@ class UDPReceiver:
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802  (http.server's naming)
+    def do_GET(self) -> None:
         body = b"ok"
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -175,9 +175,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_POST = do_GET  # noqa: N815
+    do_POST = do_GET
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -286,7 +286,8 @@ def violations(text: str) -> list[dict[str, Any]]:
     return [
         line["lambdaguard"]
         for line in json_lines(text)
-        if isinstance(line.get("lambdaguard"), dict) and line["lambdaguard"].get("event") == "violation"
+        if isinstance(line.get("lambdaguard"), dict)
+        and line["lambdaguard"].get("event") == "violation"
     ]
 
 

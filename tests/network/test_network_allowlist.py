@@ -17,6 +17,11 @@ ACCEPTED = (
 )
 
 
+NOT_ABSOLUTE = (
+    "is not an absolute socket path; unix: takes /an/absolute/path/glob or @abstract-name"
+)
+
+
 def permits(entry: str, action: str, family: str, host: str, port: int | None) -> bool:
     target = NetworkTarget(family, host, port)
     return Network("block", allow=[entry]).permits(Event("network", action, str(target), target))
@@ -100,9 +105,14 @@ class TestAllowListOnRealConnections:
         ],
     )
     def test_ipv4_listener(
-        self, entry: str, connect_to: str, allowed: bool, tcp: TCPListener, capsys: pytest.CaptureFixture[str]
+        self,
+        entry: str,
+        connect_to: str,
+        allowed: bool,
+        tcp: TCPListener,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
-        """Real connects to 127.0.0.1 (by address or as localhost) pass exactly the matching entries."""
+        """Real connects to 127.0.0.1 (by address or name) pass exactly the matching entries."""
         other = tcp.port + 1 if tcp.port < 65535 else tcp.port - 1
         rule = Network("block", allow=[entry.format(port=tcp.port, other=other)])
         with guard(network=rule):
@@ -188,21 +198,38 @@ class TestBadEntries:
             ("[::1]8080", "is malformed"),
             ("::zz", "is not a valid IPv6 address"),
             ("1.2.3.4:80:90", "is not a valid IPv6 address"),
-            ("[example.com]:443", "has brackets around 'example.com'; brackets hold an IPv6 address or block"),
+            (
+                "[example.com]:443",
+                "has brackets around 'example.com'; brackets hold an IPv6 address or block",
+            ),
             ("bad host!", "is not a host name, address or block"),
-            ("https://api.example.com:443", "is a URL; give the host and optional port only (api.example.com:443)"),
-            ("unix:", "is not an absolute socket path; unix: takes /an/absolute/path/glob or @abstract-name"),
-            ("unix:run/app.sock", "is not an absolute socket path; unix: takes /an/absolute/path/glob or @abstract-name"),
+            (
+                "https://api.example.com:443",
+                "is a URL; give the host and optional port only (api.example.com:443)",
+            ),
+            (
+                "unix:",
+                NOT_ABSOLUTE,
+            ),
+            (
+                "unix:run/app.sock",
+                NOT_ABSOLUTE,
+            ),
         ],
     )
     def test_bad_entry_raises_config_error_naming_it(self, entry: str, problem: str) -> None:
         """A malformed entry is a ConfigError naming the source, the entry and what is accepted."""
         with pytest.raises(ConfigError) as info:
             Network("block", allow=["ok.example.com", entry])
-        assert str(info.value) == f"Network(allow=...): allow-list entry {entry!r} {problem}; {ACCEPTED}"
+        assert (
+            str(info.value)
+            == f"Network(allow=...): allow-list entry {entry!r} {problem}; {ACCEPTED}"
+        )
 
-    def test_bad_environment_entry_names_the_variable(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """A bad LAMBDAGUARD_NETWORK_ALLOW entry is reported against that variable, when the guard is built."""
+    def test_bad_environment_entry_names_the_variable(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A bad LAMBDAGUARD_NETWORK_ALLOW entry is reported against that variable."""
         monkeypatch.setenv("LAMBDAGUARD_NETWORK_ALLOW", "10.0.0.0/8,10.0.0.0/99")
         with pytest.raises(ConfigError) as info:
             guard(network="block")

@@ -43,7 +43,7 @@ def s3_client(port: int, mode: str) -> Any:
         region_name="us-east-1",
         endpoint_url=f"http://127.0.0.1:{port}",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106  (moto's fake credentials)
+        aws_secret_access_key="testing",
         config=Config(retries={"mode": mode, "max_attempts": MAX_ATTEMPTS}),
     )
 
@@ -74,4 +74,6 @@ class TestBoto3:
         assert proxy.attempts == 0
         assert info.value.target == f"127.0.0.1:{proxy.port}"
         lines = violations(capsys.readouterr().out)
-        assert [(v["action"], v["target"]) for v in lines] == [("connect", f"127.0.0.1:{proxy.port}")]
+        assert [(v["action"], v["target"]) for v in lines] == [
+            ("connect", f"127.0.0.1:{proxy.port}")
+        ]

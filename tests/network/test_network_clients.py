@@ -109,7 +109,9 @@ class TestHTTPClients:
         assert http.attempts == 0
         assert isinstance(info.value, NetworkViolation)
         lines = violations(capsys.readouterr().out)
-        assert [(v["action"], v["target"]) for v in lines] == [("connect", f"127.0.0.1:{http.port}")]
+        assert [(v["action"], v["target"]) for v in lines] == [
+            ("connect", f"127.0.0.1:{http.port}")
+        ]
 
     def test_blocked_request_by_name_is_stopped_at_the_lookup(
         self, client: str, http: HTTPServer, capsys: pytest.CaptureFixture[str]
@@ -120,7 +122,9 @@ class TestHTTPClients:
         http.settle()
         assert http.attempts == 0
         lines = violations(capsys.readouterr().out)
-        assert [(v["action"], v["target"]) for v in lines] == [("resolve", f"localhost:{http.port}")]
+        assert [(v["action"], v["target"]) for v in lines] == [
+            ("resolve", f"localhost:{http.port}")
+        ]
 
     def test_allow_listed_request_works(
         self, client: str, http: HTTPServer, capsys: pytest.CaptureFixture[str]
@@ -173,7 +177,7 @@ class TestAsyncioDatagrams:
     def test_transport_sendto_a_blocked_address_sends_nothing(
         self, udp: UDPReceiver, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """transport.sendto(data, addr) is blocked; asyncio hands the Violation to connection_lost."""
+        """transport.sendto(data, addr) is blocked; the Violation reaches connection_lost."""
         seen: dict[str, Any] = {}
 
         async def scenario() -> None:

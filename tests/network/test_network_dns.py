@@ -96,7 +96,9 @@ class TestBlockedLookups:
 
 
 class TestLookupsThatLeaveNothing:
-    def test_numeric_hosts_are_not_lookups(self, lookups: LookupRecorder, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_numeric_hosts_are_not_lookups(
+        self, lookups: LookupRecorder, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """getaddrinfo / gethostbyname of an IP literal send no query: not reported."""
         with guard(network="block"):
             assert socket.getaddrinfo("127.0.0.1", 80)[0][4][0] == "127.0.0.1"
@@ -104,7 +106,9 @@ class TestLookupsThatLeaveNothing:
             assert socket.gethostbyname("127.0.0.1") == "127.0.0.1"
         assert violations(capsys.readouterr().out) == []
 
-    def test_numeric_getnameinfo_is_not_a_lookup(self, lookups: LookupRecorder, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_numeric_getnameinfo_is_not_a_lookup(
+        self, lookups: LookupRecorder, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """getnameinfo with NI_NUMERICHOST | NI_NUMERICSERV only formats: allowed, unreported."""
         flags = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
         with guard(network="block"):
@@ -113,7 +117,9 @@ class TestLookupsThatLeaveNothing:
 
 
 class TestAllowedLookups:
-    def test_allowed_name_is_resolved(self, lookups: LookupRecorder, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_allowed_name_is_resolved(
+        self, lookups: LookupRecorder, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """Positive control: an allow-listed name reaches the resolver, once per call."""
         with guard(network=Network("block", allow=["localhost"])):
             assert socket.gethostbyname("localhost") == "127.0.0.1"
@@ -121,7 +127,9 @@ class TestAllowedLookups:
         assert lookups.names() == ["'localhost'", "'localhost'"]
         assert violations(capsys.readouterr().out) == []
 
-    def test_alerted_lookup_is_resolved_and_logged(self, lookups: LookupRecorder, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_alerted_lookup_is_resolved_and_logged(
+        self, lookups: LookupRecorder, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """Under alert the lookup goes ahead and is logged once (not once per layer)."""
         with guard(network="alert"):
             socket.getaddrinfo("localhost", None)
@@ -132,7 +140,7 @@ class TestAllowedLookups:
     def test_allowed_name_allows_the_addresses_it_resolved_to(
         self, tcp: TCPListener, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """Connecting to 127.0.0.1 is allowed under "localhost:<port>" only after localhost resolved."""
+        """127.0.0.1 is allowed under "localhost:<port>" only once localhost resolved to it."""
         with guard(network=Network("block", allow=[f"localhost:{tcp.port}"])):
             with socket.socket() as s, pytest.raises(NetworkViolation):
                 s.connect(("127.0.0.1", tcp.port))
@@ -144,7 +152,8 @@ class TestAllowedLookups:
                 s.connect(("127.0.0.1", tcp.port + 1 if tcp.port < 65535 else tcp.port - 1))
         tcp.settle()
         assert tcp.attempts == 2
-        assert [v["target"] for v in violations(capsys.readouterr().out)][0] == f"127.0.0.1:{tcp.port}"
+        targets = [v["target"] for v in violations(capsys.readouterr().out)]
+        assert targets[0] == f"127.0.0.1:{tcp.port}"
 
     def test_resolution_of_an_allowed_name_does_not_open_the_address_to_other_scopes(
         self, tcp: TCPListener
@@ -152,8 +161,11 @@ class TestAllowedLookups:
         """The remembered answer counts only under a rule that allows that name."""
         with guard(network=Network("block", allow=["localhost"])):
             socket.getaddrinfo("localhost", tcp.port)
-        with guard(network=Network("block", allow=["example.com"])):
-            with socket.socket() as s, pytest.raises(NetworkViolation):
-                s.connect(("127.0.0.1", tcp.port))
+        with (
+            guard(network=Network("block", allow=["example.com"])),
+            socket.socket() as s,
+            pytest.raises(NetworkViolation),
+        ):
+            s.connect(("127.0.0.1", tcp.port))
         tcp.settle()
         assert tcp.attempts == 0

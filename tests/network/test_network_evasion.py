@@ -80,7 +80,7 @@ with guard(network="block"):
         assert [v["action"] for v in lines] == ["sendto"]
 
     def test_references_taken_before_patching_are_still_blocked(self, tcp: TCPListener) -> None:
-        """socket.getaddrinfo and socket.socket.connect saved before lambdaguard loaded are caught."""
+        """getaddrinfo and socket.connect saved before lambdaguard loaded are still caught."""
         found, lines = scenario(
             """
 import socket
@@ -114,7 +114,7 @@ result(outcomes=outcomes, lookups=LOOKUPS)
         assert [v["action"] for v in lines] == ["resolve", "connect"]
 
     def test_underscore_socket_lookups_never_reach_the_resolver(self, tcp: TCPListener) -> None:
-        """_socket.getaddrinfo, gethostbyname and gethostbyaddr are blocked before the C resolver."""
+        """_socket's lookup functions are blocked before the C resolver is called."""
         found, lines = scenario(
             OBSERVER
             + """
@@ -179,7 +179,7 @@ result(outcomes=outcomes, lookups=LOOKUPS)
         assert len(lines) == 2
 
     def test_patched_calls_are_reported_once_not_once_per_layer(self, tcp: TCPListener) -> None:
-        """A connect seen by both the patch and the audit hook gives one line (fresh interpreter)."""
+        """A connect seen by both the patch and the audit hook gives one line."""
         found, lines = scenario(
             """
 import socket
@@ -193,7 +193,10 @@ result(done=True)
             tcp.port,
         )
         assert found == {"done": True}
-        assert [(v["mode"], v["action"]) for v in lines] == [("alert", "connect"), ("alert", "resolve")]
+        assert [(v["mode"], v["action"]) for v in lines] == [
+            ("alert", "connect"),
+            ("alert", "resolve"),
+        ]
 
 
 class TestLimits:

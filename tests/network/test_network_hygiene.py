@@ -41,7 +41,7 @@ class TestNoDescriptorLeak:
     def test_many_blocked_requests_leak_no_descriptors(
         self, http: HTTPServer, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """Fifty blocked connects through create_connection and requests leave the fd count as it was."""
+        """Fifty blocked connects (create_connection, requests) leave the fd count as it was."""
         with requests.Session() as session:
             session.trust_env = False
             before = fd_count()
@@ -60,7 +60,7 @@ class TestLineBeforeError:
     def test_violation_line_is_written_before_the_exception_is_raised(
         self, tcp: TCPListener, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """When the line is written, no exception is in flight yet; when it is caught, the line is there."""
+        """The line is written with no exception in flight, and is there when it is caught."""
         out = _RecordingStdout()
         monkeypatch.setattr(sys, "stdout", out)
         with guard(network="block"), socket.socket() as s:

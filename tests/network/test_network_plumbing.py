@@ -1,4 +1,4 @@
-"""Lambda's own plumbing works under any network policy, as the environment said when it was built."""
+"""Lambda's own plumbing works under any network policy, as the environment said at build."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class TestRuntimeAPI:
     def test_extensions_api_shares_the_runtime_api_address(
         self, http: HTTPServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """The extensions and telemetry APIs live on the same address: allowed too, even from the env policy."""
+        """The extensions API shares the Runtime API address: allowed, also under the env policy."""
         monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", f"127.0.0.1:{http.port}")
         monkeypatch.setenv("LAMBDAGUARD_NETWORK", "block")
         with guard():
@@ -64,7 +64,7 @@ class TestRuntimeAPI:
     def test_setting_the_variable_after_the_policy_is_built_does_not_loosen_it(
         self, http: HTTPServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """A guard built before AWS_LAMBDA_RUNTIME_API pointed at a server still blocks that server."""
+        """A guard built before AWS_LAMBDA_RUNTIME_API was set still blocks that address."""
         monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API", raising=False)
         g = guard(network="block")
         monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", f"127.0.0.1:{http.port}")
@@ -77,7 +77,7 @@ class TestRuntimeAPI:
     def test_changing_the_variable_later_neither_loosens_nor_breaks_the_policy(
         self, http: HTTPServer, tcp: TCPListener, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """Pointing AWS_LAMBDA_RUNTIME_API elsewhere later opens nothing new and keeps the old address."""
+        """Repointing AWS_LAMBDA_RUNTIME_API later opens nothing new and keeps the old address."""
         monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", f"127.0.0.1:{http.port}")
         rule = Network("block")
         monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", f"127.0.0.1:{tcp.port}")
@@ -123,18 +123,27 @@ class TestXRayDaemon:
         monkeypatch.delenv("AWS_XRAY_DAEMON_ADDRESS", raising=False)
         g = guard(network="block")
         monkeypatch.setenv("AWS_XRAY_DAEMON_ADDRESS", f"127.0.0.1:{udp.port}")
-        with g, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s, pytest.raises(NetworkViolation):
+        with (
+            g,
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s,
+            pytest.raises(NetworkViolation),
+        ):
             s.sendto(b"segment", udp.address)
         udp.settle()
         assert udp.received == 0
 
-    def test_malformed_lambda_variables_are_ignored_not_raised(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_malformed_lambda_variables_are_ignored_not_raised(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Lambda's own variables are not the function's to fix: a malformed one exempts nothing."""
         monkeypatch.setenv("AWS_XRAY_DAEMON_ADDRESS", "udp:not a host:99999")
         monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "")
-        with guard(network="block"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            with pytest.raises(NetworkViolation):
-                s.sendto(b"x", ("127.0.0.1", 9))
+        with (
+            guard(network="block"),
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s,
+            pytest.raises(NetworkViolation),
+        ):
+            s.sendto(b"x", ("127.0.0.1", 9))
 
 
 def http_client(port: int) -> http.client.HTTPConnection:

@@ -26,14 +26,20 @@ def one_violation(out: str, action: str, target: str, mode: str = "block") -> di
 class TestTCPConnect:
     @pytest.mark.parametrize("family_fixture", ["tcp", "tcp6"])
     def test_blocked_connect_never_reaches_the_listener(
-        self, family_fixture: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+        self,
+        family_fixture: str,
+        request: pytest.FixtureRequest,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
         """A connect under network="block" raises a NetworkViolation and no connection arrives."""
         listener: TCPListener = request.getfixturevalue(family_fixture)
         family = socket.AF_INET6 if family_fixture == "tcp6" else socket.AF_INET
-        with guard(network="block"), socket.socket(family) as s:
-            with pytest.raises(NetworkViolation) as info:
-                s.connect(listener.address)
+        with (
+            guard(network="block"),
+            socket.socket(family) as s,
+            pytest.raises(NetworkViolation) as info,
+        ):
+            s.connect(listener.address)
         listener.settle()
         assert listener.attempts == 0
         assert not isinstance(info.value, OSError)
@@ -76,12 +82,17 @@ class TestTCPConnect:
         """::ffff:127.0.0.1 on an IPv6 socket is matched against IPv4 entries, both ways."""
         s6 = socket.socket(socket.AF_INET6)
         s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        with guard(network=Network("block", allow=["10.0.0.0/8"])), s6:
-            with pytest.raises(NetworkViolation):
-                s6.connect(("::ffff:127.0.0.1", tcp.port))
-        with guard(network=Network("block", allow=[f"127.0.0.1:{tcp.port}"])):
-            with socket.socket(socket.AF_INET6) as ok:
-                ok.connect(("::ffff:127.0.0.1", tcp.port))
+        with (
+            guard(network=Network("block", allow=["10.0.0.0/8"])),
+            s6,
+            pytest.raises(NetworkViolation),
+        ):
+            s6.connect(("::ffff:127.0.0.1", tcp.port))
+        with (
+            guard(network=Network("block", allow=[f"127.0.0.1:{tcp.port}"])),
+            socket.socket(socket.AF_INET6) as ok,
+        ):
+            ok.connect(("::ffff:127.0.0.1", tcp.port))
         tcp.settle()
         assert tcp.attempts == 1
         one_violation(capsys.readouterr().out, "connect", f"[::ffff:127.0.0.1]:{tcp.port}")
@@ -90,9 +101,12 @@ class TestTCPConnect:
         self, tcp: TCPListener, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """socket.connect(("localhost", port)) resolves inside C; the name is judged first."""
-        with guard(network=Network("block", allow=[f"127.0.0.1:{tcp.port}"])):
-            with socket.socket() as s, pytest.raises(NetworkViolation):
-                s.connect(("localhost", tcp.port))
+        with (
+            guard(network=Network("block", allow=[f"127.0.0.1:{tcp.port}"])),
+            socket.socket() as s,
+            pytest.raises(NetworkViolation),
+        ):
+            s.connect(("localhost", tcp.port))
         tcp.settle()
         assert tcp.attempts == 0
         one_violation(capsys.readouterr().out, "connect", f"localhost:{tcp.port}")
@@ -101,7 +115,10 @@ class TestTCPConnect:
 class TestUDP:
     @pytest.mark.parametrize("family_fixture", ["udp", "udp6"])
     def test_blocked_sendto_sends_nothing(
-        self, family_fixture: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]
+        self,
+        family_fixture: str,
+        request: pytest.FixtureRequest,
+        capsys: pytest.CaptureFixture[str],
     ) -> None:
         """sendto under network="block" raises and no datagram arrives."""
         receiver: UDPReceiver = request.getfixturevalue(family_fixture)
@@ -114,15 +131,20 @@ class TestUDP:
         assert receiver.received == 0
         host = f"[{receiver.host}]" if ":" in receiver.host else receiver.host
         lines = violations(capsys.readouterr().out)
-        assert [(v["action"], v["target"]) for v in lines] == [("sendto", f"{host}:{receiver.port}")] * 2
+        assert [(v["action"], v["target"]) for v in lines] == [
+            ("sendto", f"{host}:{receiver.port}")
+        ] * 2
 
     def test_blocked_sendmsg_sends_nothing(
         self, udp: UDPReceiver, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """sendmsg with an address is judged like sendto."""
-        with guard(network="block"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            with pytest.raises(NetworkViolation):
-                s.sendmsg([b"secret"], [], 0, udp.address)
+        with (
+            guard(network="block"),
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s,
+            pytest.raises(NetworkViolation),
+        ):
+            s.sendmsg([b"secret"], [], 0, udp.address)
         udp.settle()
         assert udp.received == 0
         one_violation(capsys.readouterr().out, "sendmsg", f"127.0.0.1:{udp.port}")
@@ -140,19 +162,25 @@ class TestUDP:
         assert udp.received == 0
         one_violation(capsys.readouterr().out, "connect", f"127.0.0.1:{udp.port}")
 
-    def test_allow_listed_datagrams_arrive(self, udp6: UDPReceiver, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_allow_listed_datagrams_arrive(
+        self, udp6: UDPReceiver, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """sendto and sendmsg to an allow-listed [IPv6]:port go ahead unreported."""
-        with guard(network=Network("block", allow=[f"[::1]:{udp6.port}"])):
-            with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-                s.sendto(b"one", udp6.address)
-                s.sendmsg([b"two"], [], 0, udp6.address)
+        with (
+            guard(network=Network("block", allow=[f"[::1]:{udp6.port}"])),
+            socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s,
+        ):
+            s.sendto(b"one", udp6.address)
+            s.sendmsg([b"two"], [], 0, udp6.address)
         udp6.settle()
         assert sorted(udp6.payloads) == [b"one", b"two"]
         assert violations(capsys.readouterr().out) == []
 
 
 class TestListening:
-    def test_blocked_bind_leaves_the_socket_unbound(self, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_blocked_bind_leaves_the_socket_unbound(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """bind under network="block" raises before the address is taken."""
         with guard(network="block"), socket.socket() as s:
             with pytest.raises(NetworkViolation):
@@ -160,7 +188,9 @@ class TestListening:
             assert s.getsockname() == ("0.0.0.0", 0)
         one_violation(capsys.readouterr().out, "bind", "0.0.0.0:0")
 
-    def test_blocked_listen_leaves_the_socket_not_listening(self, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_blocked_listen_leaves_the_socket_not_listening(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """A socket bound before the scope cannot start listening inside it."""
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -1,4 +1,4 @@
-"""AF_UNIX sockets: governed by the network policy as ``unix:/path``, allow-listed by ``unix:`` globs."""
+"""AF_UNIX sockets: governed by the network policy as ``unix:/path``, allowed by ``unix:`` globs."""
 
 from __future__ import annotations
 
@@ -34,10 +34,13 @@ class TestUnixSockets:
     def test_blocked_unix_connect_never_reaches_the_listener(
         self, unix_listener: UnixListener, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """connect() to a unix socket path under network="block" is a Violation, target unix:/path."""
-        with guard(network="block"), socket.socket(socket.AF_UNIX) as s:
-            with pytest.raises(NetworkViolation) as info:
-                s.connect(unix_listener.path)
+        """connect() to a unix socket under network="block" is a Violation on unix:/path."""
+        with (
+            guard(network="block"),
+            socket.socket(socket.AF_UNIX) as s,
+            pytest.raises(NetworkViolation) as info,
+        ):
+            s.connect(unix_listener.path)
         unix_listener.settle()
         assert unix_listener.attempts == 0
         assert info.value.target == f"unix:{unix_listener.path}"
@@ -48,9 +51,11 @@ class TestUnixSockets:
         self, sockdir: str, unix_listener: UnixListener, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """A ``unix:<dir>/*.sock`` entry allows the sockets in that directory."""
-        with guard(network=Network("block", allow=[f"unix:{sockdir}/*.sock"])):
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(unix_listener.path)
+        with (
+            guard(network=Network("block", allow=[f"unix:{sockdir}/*.sock"])),
+            socket.socket(socket.AF_UNIX) as s,
+        ):
+            s.connect(unix_listener.path)
         unix_listener.settle()
         assert unix_listener.attempts == 1
         assert violations(capsys.readouterr().out) == []
@@ -63,9 +68,12 @@ class TestUnixSockets:
         outside = UnixListener(os.path.join(sockdir, "outside.sock"))
         try:
             sneaky = os.path.join(sockdir, "sub", "..", "outside.sock")
-            with guard(network=Network("block", allow=[f"unix:{sockdir}/sub/*"])):
-                with socket.socket(socket.AF_UNIX) as s, pytest.raises(NetworkViolation):
-                    s.connect(sneaky)
+            with (
+                guard(network=Network("block", allow=[f"unix:{sockdir}/sub/*"])),
+                socket.socket(socket.AF_UNIX) as s,
+                pytest.raises(NetworkViolation),
+            ):
+                s.connect(sneaky)
             outside.settle()
             assert outside.attempts == 0
         finally:
@@ -78,12 +86,17 @@ class TestUnixSockets:
     ) -> None:
         """A relative socket path is matched and reported as the absolute path it names."""
         monkeypatch.chdir(sockdir)
-        with guard(network=Network("block", allow=[f"unix:{sockdir}/app.sock"])):
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect("app.sock")
-        with guard(network="block"):
-            with socket.socket(socket.AF_UNIX) as s, pytest.raises(NetworkViolation) as info:
-                s.connect("app.sock")
+        with (
+            guard(network=Network("block", allow=[f"unix:{sockdir}/app.sock"])),
+            socket.socket(socket.AF_UNIX) as s,
+        ):
+            s.connect("app.sock")
+        with (
+            guard(network="block"),
+            socket.socket(socket.AF_UNIX) as s,
+            pytest.raises(NetworkViolation) as info,
+        ):
+            s.connect("app.sock")
         unix_listener.settle()
         assert unix_listener.attempts == 1
         assert info.value.target == f"unix:{sockdir}/app.sock"
@@ -95,12 +108,17 @@ class TestUnixSockets:
         name = f"lg-{uuid.uuid4().hex[:12]}"
         listener = UnixListener(b"\0" + name.encode())
         try:
-            with guard(network="block"), socket.socket(socket.AF_UNIX) as s:
-                with pytest.raises(NetworkViolation):
-                    s.connect(b"\0" + name.encode())
-            with guard(network=Network("block", allow=[f"unix:@{name}"])):
-                with socket.socket(socket.AF_UNIX) as s:
-                    s.connect("\0" + name)
+            with (
+                guard(network="block"),
+                socket.socket(socket.AF_UNIX) as s,
+                pytest.raises(NetworkViolation),
+            ):
+                s.connect(b"\0" + name.encode())
+            with (
+                guard(network=Network("block", allow=[f"unix:@{name}"])),
+                socket.socket(socket.AF_UNIX) as s,
+            ):
+                s.connect("\0" + name)
             listener.settle()
             assert listener.attempts == 1
         finally:
@@ -108,12 +126,17 @@ class TestUnixSockets:
         [line] = violations(capsys.readouterr().out)
         assert line["target"] == f"unix:@{name}"
 
-    def test_blocked_unix_bind_creates_no_socket_file(self, sockdir: str, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_blocked_unix_bind_creates_no_socket_file(
+        self, sockdir: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """bind() of a unix path is blocked before the socket file exists."""
         path = os.path.join(sockdir, "server.sock")
-        with guard(network="block"), socket.socket(socket.AF_UNIX) as s:
-            with pytest.raises(NetworkViolation):
-                s.bind(path)
+        with (
+            guard(network="block"),
+            socket.socket(socket.AF_UNIX) as s,
+            pytest.raises(NetworkViolation),
+        ):
+            s.bind(path)
         assert not os.path.exists(path)
         [line] = violations(capsys.readouterr().out)
         assert (line["action"], line["target"]) == ("bind", f"unix:{path}")
@@ -124,9 +147,12 @@ class TestUnixSockets:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
             receiver.bind(path)
             receiver.setblocking(False)
-            with guard(network="block"), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                with pytest.raises(NetworkViolation):
-                    s.sendto(b"secret", path)
+            with (
+                guard(network="block"),
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s,
+                pytest.raises(NetworkViolation),
+            ):
+                s.sendto(b"secret", path)
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
                 s.sendto(b"sentinel", path)
             assert receiver.recv(100) == b"sentinel"
