@@ -169,3 +169,18 @@ class TestAllowedLookups:
             s.connect(("127.0.0.1", tcp.port))
         tcp.settle()
         assert tcp.attempts == 0
+
+
+class TestRememberedAnswers:
+    def test_remembered_answers_are_bounded_oldest_first(self) -> None:
+        """At most 4096 addresses are remembered; the oldest is forgotten first."""
+        from lambdaguard.policies.network import names_for, parse_ip, remember_resolution
+
+        remember_resolution("first.example", ["10.0.0.1"])
+        for i in range(4096):
+            remember_resolution(f"n{i}.example", [f"10.1.{i // 256}.{i % 256}"])
+        first, last = parse_ip("10.0.0.1"), parse_ip("10.1.15.255")
+        assert first is not None
+        assert last is not None
+        assert names_for(first) == frozenset()
+        assert names_for(last) == frozenset({"n4095.example"})

@@ -227,6 +227,29 @@ with guard(network="block"):
         assert lines == []
 
 
+    def test_native_code_calling_connect_itself_is_not_seen(self, tcp: TCPListener) -> None:
+        """Limit: connect(2) called through ctypes raises no audit event: it goes through."""
+        found, lines = scenario(
+            """
+import ctypes, socket, struct
+from lambdaguard import guard
+libc = ctypes.CDLL(None, use_errno=True)
+with guard(network="block"):
+    s = socket.socket()
+    sockaddr = struct.pack("!HH4s8x", socket.AF_INET, PORT, socket.inet_aton("127.0.0.1"))
+    sockaddr = struct.pack("=H", socket.AF_INET) + sockaddr[2:]  # sa_family is host order
+    rc = libc.connect(s.fileno(), ctypes.c_char_p(sockaddr), len(sockaddr))
+    s.close()
+result(rc=rc)
+""",
+            tcp.port,
+        )
+        tcp.settle()
+        assert found == {"rc": 0}
+        assert tcp.attempts == 1
+        assert lines == []
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_botocore_is_unwrapped_whether_imported_before_or_after_lambdaguard(
     when: str, tcp: TCPListener
