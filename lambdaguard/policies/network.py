@@ -8,7 +8,8 @@ Allow-list entries (docs/network.md has the full table)::
     203.0.113.7  / :443      an IPv4 address, optionally with a port
     ::1  /  [::1]:8080       an IPv6 address; brackets when a port follows
     10.0.0.0/8  / :443       a CIDR block, optionally with a port ([2001:db8::/32]:443 for IPv6)
-    unix:/run/app/*.sock     an AF_UNIX socket path glob
+    unix:/run/app/*.sock     an AF_UNIX socket path glob (absolute; paths are normalised)
+    unix:@name               a Linux abstract-namespace socket
 
 An allowed host name also allows the addresses its resolution returned: when a lookup of
 an allowed name goes ahead, its answers are remembered (see :func:`remember_resolution`) so

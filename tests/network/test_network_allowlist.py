@@ -76,6 +76,7 @@ class TestMatching:
             ("unix:/run/app/*.sock", "connect", "unix", "/run/app/db.sock", None, True),
             ("unix:/run/app/*.sock", "connect", "unix", "/run/other/db.sock", None, False),
             ("unix:@agent", "connect", "unix", "@agent", None, True),
+            ("unix:/run/app/*", "connect", "unix", "/run/app/sub/deep.sock", None, True),
             ("unix:/run/app/*", "connect", "inet", "/run/app/x", 80, False),
         ],
     )

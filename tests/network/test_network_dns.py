@@ -172,6 +172,18 @@ class TestAllowedLookups:
 
 
 class TestRememberedAnswers:
+    def test_lookups_outside_any_scope_are_not_remembered(self, tcp: TCPListener) -> None:
+        """An answer obtained with no policy in force opens nothing later."""
+        socket.getaddrinfo("localhost", tcp.port)
+        with (
+            guard(network=Network("block", allow=[f"localhost:{tcp.port}"])),
+            socket.socket() as s,
+            pytest.raises(NetworkViolation),
+        ):
+            s.connect(("127.0.0.1", tcp.port))
+        tcp.settle()
+        assert tcp.attempts == 0
+
     def test_remembered_answers_are_bounded_oldest_first(self) -> None:
         """At most 4096 addresses are remembered; the oldest is forgotten first."""
         from lambdaguard.policies.network import names_for, parse_ip, remember_resolution

@@ -128,6 +128,8 @@ with guard(network="block"):
         lambda: _socket.gethostbyname_ex("c.exfil.invalid"),
         lambda: _socket.gethostbyaddr("192.0.2.1"),
         lambda: _socket.getnameinfo(("192.0.2.1", 80), 0),
+        # the audit event carries no flags: a numeric-only call is judged as a lookup too
+        lambda: _socket.getnameinfo(("192.0.2.2", 80), _socket.NI_NUMERICHOST),
     ):
         try:
             call()
@@ -138,13 +140,14 @@ result(outcomes=outcomes, lookups=LOOKUPS)
 """,
             tcp.port,
         )
-        assert found == {"outcomes": ["blocked"] * 5, "lookups": []}
+        assert found == {"outcomes": ["blocked"] * 6, "lookups": []}
         assert [(v["action"], v["target"]) for v in lines] == [
             ("resolve", "a.exfil.invalid:80"),
             ("resolve", "b.exfil.invalid"),
             ("resolve", "c.exfil.invalid"),
             ("reverse-resolve", "192.0.2.1"),
             ("reverse-resolve", "192.0.2.1"),
+            ("reverse-resolve", "192.0.2.2"),
         ]
 
     def test_restoring_the_original_function_does_not_help(self, tcp: TCPListener) -> None:
@@ -225,7 +228,6 @@ with guard(network="block"):
         # a name that resolves would then be blocked at the connect, by its address.
         assert found == {"outcome": "gaierror"}
         assert lines == []
-
 
     def test_native_code_calling_connect_itself_is_not_seen(self, tcp: TCPListener) -> None:
         """Limit: connect(2) called through ctypes raises no audit event: it goes through."""

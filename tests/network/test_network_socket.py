@@ -211,6 +211,18 @@ class TestListening:
         assert violations(capsys.readouterr().out) == []
 
 
+class TestBeforeTheScope:
+    def test_connections_opened_before_the_scope_are_not_cut(
+        self, tcp: TCPListener, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A socket connected before network="block" took effect keeps working inside it."""
+        with socket.create_connection(tcp.address) as s, guard(network="block"):
+            s.sendall(b"still open")
+        tcp.settle()
+        assert tcp.attempts == 1
+        assert violations(capsys.readouterr().out) == []
+
+
 class TestViolationType:
     def test_network_violation_is_a_violation_and_not_an_oserror(self, tcp: TCPListener) -> None:
         """HTTP clients retry OSErrors; a NetworkViolation is deliberately none."""

@@ -157,6 +157,23 @@ class TestUnixSockets:
                 s.sendto(b"sentinel", path)
             assert receiver.recv(100) == b"sentinel"
 
+    def test_symbolic_links_are_not_followed(self, sockdir: str) -> None:
+        """Limit: a link inside an allowed directory reaches the socket it points to."""
+        os.mkdir(os.path.join(sockdir, "allowed"))
+        target = UnixListener(os.path.join(sockdir, "elsewhere.sock"))
+        try:
+            link = os.path.join(sockdir, "allowed", "link.sock")
+            os.symlink(target.path, link)
+            with (
+                guard(network=Network("block", allow=[f"unix:{sockdir}/allowed/*"])),
+                socket.socket(socket.AF_UNIX) as s,
+            ):
+                s.connect(link)
+            target.settle()
+            assert target.attempts == 1
+        finally:
+            target.close()
+
     def test_socketpair_is_not_governed(self, capsys: pytest.CaptureFixture[str]) -> None:
         """socketpair() names no address and reaches nothing outside the process: not governed."""
         with guard(network="block"):
