@@ -104,6 +104,17 @@ def _event(action: str, target: NetworkTarget) -> Event:
     return Event(POLICY, action, str(target), target)
 
 
+def _looked_up_name(host: object) -> str:
+    """The name the C resolver will really be asked for.
+
+    getaddrinfo passes the host to C as a NUL-terminated string and does not refuse an
+    embedded NUL, so ``"secret.attacker.com\\0.amazonaws.com"`` is resolved as
+    ``secret.attacker.com``. Judging (and remembering) the whole string would let it pass
+    ``*.amazonaws.com``; judge what is resolved.
+    """
+    return _host_text(host).split("\0", 1)[0]
+
+
 def _lookup_event(host: object, port: object = None) -> Event | None:
     """The event for a forward name lookup, or None when no lookup leaves the process.
 
@@ -112,7 +123,7 @@ def _lookup_event(host: object, port: object = None) -> Event | None:
     """
     if host is None:
         return None
-    text = _host_text(host)
+    text = _looked_up_name(host)
     if text == "" or parse_ip(text) is not None:
         return None
     port_number = port if isinstance(port, int) else None
@@ -196,7 +207,7 @@ def _getaddrinfo(
         return proceed("socket.getaddrinfo", wrapped, args, kwargs)
     enforce(event, rules)
     result = proceed("socket.getaddrinfo", wrapped, args, kwargs)
-    remember_resolution(_host_text(host), [str(info[4][0]) for info in result])
+    remember_resolution(_looked_up_name(host), [str(info[4][0]) for info in result])
     return result
 
 
@@ -213,7 +224,7 @@ def _gethostbyname(
     enforce(event, rules)
     result = proceed("socket.gethostbyname", wrapped, args, kwargs)
     addresses = result[2] if isinstance(result, tuple) else [result]
-    remember_resolution(_host_text(host), addresses)
+    remember_resolution(_looked_up_name(host), addresses)
     return result
 
 

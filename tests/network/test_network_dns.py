@@ -95,6 +95,31 @@ class TestBlockedLookups:
         assert len(violations(capsys.readouterr().out)) == 1
 
 
+class TestNamesWithNul:
+    @pytest.mark.parametrize("as_bytes", [False, True])
+    def test_nul_cannot_smuggle_a_name_past_a_glob(
+        self,
+        as_bytes: bool,
+        tcp: TCPListener,
+        lookups: LookupRecorder,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """getaddrinfo resolves up to a NUL: "localhost\\0.example.com" is judged as localhost."""
+        host: str | bytes = "localhost\0.example.com"
+        if as_bytes:
+            host = host.encode()
+        with guard(network=Network("block", allow=["*.example.com"])):
+            with pytest.raises(NetworkViolation):
+                socket.getaddrinfo(host, tcp.port)
+            with socket.socket() as s, pytest.raises(NetworkViolation):
+                s.connect(("127.0.0.1", tcp.port))  # nothing was remembered for the glob
+        tcp.settle()
+        assert tcp.attempts == 0
+        assert lookups.seen == []
+        lines = violations(capsys.readouterr().out)
+        assert [v["target"] for v in lines] == [f"localhost:{tcp.port}", f"127.0.0.1:{tcp.port}"]
+
+
 class TestLookupsThatLeaveNothing:
     def test_numeric_hosts_are_not_lookups(
         self, lookups: LookupRecorder, capsys: pytest.CaptureFixture[str]

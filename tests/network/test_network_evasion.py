@@ -119,11 +119,12 @@ result(outcomes=outcomes, lookups=LOOKUPS)
             OBSERVER
             + """
 import _socket
-from lambdaguard import guard, NetworkViolation
+from lambdaguard import guard, Network, NetworkViolation
 outcomes = []
-with guard(network="block"):
+# The glob must not let "<name>\\0.amazonaws.com" through: C resolves up to the NUL.
+with guard(network=Network("block", allow=["*.amazonaws.com"])):
     for call in (
-        lambda: _socket.getaddrinfo("a.exfil.invalid", 80),
+        lambda: _socket.getaddrinfo("a.exfil.invalid\\0.amazonaws.com", 80),
         lambda: _socket.gethostbyname("b.exfil.invalid"),
         lambda: _socket.gethostbyname_ex("c.exfil.invalid"),
         lambda: _socket.gethostbyaddr("192.0.2.1"),
