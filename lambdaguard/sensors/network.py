@@ -21,10 +21,11 @@ does not run, and the descriptor would otherwise leak.
 from __future__ import annotations
 
 import contextvars
+import operator
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, SupportsIndex, cast
 
 from lambdaguard import _internal
 from lambdaguard.decide import blocked, check, enforce
@@ -56,7 +57,47 @@ def _family_name(family: int) -> str:
 def _host_text(host: object) -> str:
     if isinstance(host, bytes | bytearray):
         return bytes(host).decode("ascii", "backslashreplace")
+    if isinstance(host, str):
+        return str.__str__(host)  # the characters themselves, whatever a subclass's __str__ says
     return str(host)
+
+
+def _exact(value: object) -> object:
+    """``value`` as the exact built-in the C code will use, so judged and used data agree.
+
+    A subclass of str, bytes, int or tuple can override ``__str__``, ``__eq__``,
+    ``__getitem__`` or ``encode``, and an object with ``__index__`` runs code when C reads
+    it as a port; the patches judge these exact copies and hand the same copies to the
+    original, so the decision is about what really happens and no user code runs between
+    the decision and the call.
+    """
+    kind = type(value)
+    if kind is str or kind is bytes or kind is int or value is None:
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return operator.index(value)
+    if isinstance(value, tuple):
+        return tuple(_exact(tuple.__getitem__(value, i)) for i in range(tuple.__len__(value)))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(memoryview(value))
+    if hasattr(kind, "__index__"):
+        # C would call it; call it once, here, before deciding
+        return operator.index(cast(SupportsIndex, value))
+    return value
+
+
+def _audit_host(host: object) -> str:
+    """A looked-up host as the audit hook sees it, where only exact str and bytes are trusted.
+
+    getaddrinfo calls a str subclass's own ``encode`` and resolves whatever it returns,
+    so its characters say nothing about the name resolved: such a host gets a target that
+    no name entry but ``*`` matches.
+    """
+    if type(host) is str or isinstance(host, bytes | bytearray) or host is None:
+        return _host_text(host)
+    return f"<{type(host).__name__} {_host_text(host)!r}>"
 
 
 def address_target(family: int, address: object) -> NetworkTarget:
@@ -65,12 +106,14 @@ def address_target(family: int, address: object) -> NetworkTarget:
     if name == "unix":
         return NetworkTarget("unix", unix_path(address))
     if name in ("inet", "inet6") and isinstance(address, tuple) and len(address) >= 2:
+        address = _exact(address)
+        assert isinstance(address, tuple)
         host = _host_text(address[0])
         if host == "":
             host = "0.0.0.0" if name == "inet" else "::"
         elif host == "<broadcast>":
             host = "255.255.255.255"
-        port = address[1] if isinstance(address[1], int) else None
+        port = address[1] if type(address[1]) is int else None
         return NetworkTarget(name, host, port)
     return NetworkTarget(name, safe_text(repr(address)))
 
@@ -156,25 +199,34 @@ def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> W
         rules = _rules()
         if rules is None or instance is None:
             return wrapped(*args, **kwargs)
-        address = _address_argument(action, args)
-        if address is None:
-            return proceed(audit_event, wrapped, args, kwargs)
+        position = _address_position(action, args)
+        if position is None:
+            return proceed(audit_event, wrapped, args, kwargs, same=lambda a: a[0] is instance)
+        address = _exact(args[position])
+        args = (*args[:position], address, *args[position + 1 :])
         event = _event(action, address_target(instance.family, address))
         if check(event, rules) is Mode.BLOCK:
             if close_on_block:
                 instance.close()
             raise blocked(event)
-        return proceed(audit_event, wrapped, args, kwargs)
+        return proceed(
+            audit_event,
+            wrapped,
+            args,
+            kwargs,
+            same=lambda a: len(a) > 1 and a[0] is instance and a[1] is address,
+        )
 
     return wrapper
 
 
-def _address_argument(action: str, args: tuple[Any, ...]) -> object:
+def _address_position(action: str, args: tuple[Any, ...]) -> int | None:
+    """Where the address is among the positional arguments (these methods take no keywords)."""
     if action == "sendto":
-        return args[-1] if len(args) >= 2 else None  # sendto(data[, flags], address)
+        return len(args) - 1 if len(args) >= 2 else None  # sendto(data[, flags], address)
     if action == "sendmsg":
-        return args[3] if len(args) >= 4 else None  # sendmsg(buffers, anc, flags, address)
-    return args[0] if args else None
+        return 3 if len(args) >= 4 else None  # sendmsg(buffers, ancdata, flags, address)
+    return 0 if args else None
 
 
 def _listen(
@@ -200,15 +252,25 @@ def _getaddrinfo(
     rules = _rules()
     if rules is None:
         return wrapped(*args, **kwargs)
+    args, kwargs = _exact_arguments(args, kwargs, ("host", "port"))
     host = args[0] if args else kwargs.get("host")
     port = args[1] if len(args) > 1 else kwargs.get("port")
     event = _lookup_event(host, port)
-    if event is None:
-        return proceed("socket.getaddrinfo", wrapped, args, kwargs)
-    enforce(event, rules)
-    result = proceed("socket.getaddrinfo", wrapped, args, kwargs)
-    remember_resolution(_looked_up_name(host), [str(info[4][0]) for info in result])
+    if event is not None:
+        enforce(event, rules)
+    result = proceed("socket.getaddrinfo", wrapped, args, kwargs, same=lambda a: a[0] is host)
+    if event is not None:
+        remember_resolution(_looked_up_name(host), [str(info[4][0]) for info in result])
     return result
+
+
+def _exact_arguments(
+    args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, ...]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The first ``len(names)`` arguments, positional or by keyword, made exact."""
+    args = tuple(_exact(a) if i < len(names) else a for i, a in enumerate(args))
+    kwargs = {k: _exact(v) if k in names else v for k, v in kwargs.items()}
+    return args, kwargs
 
 
 def _gethostbyname(
@@ -217,14 +279,15 @@ def _gethostbyname(
     rules = _rules()
     if rules is None:
         return wrapped(*args, **kwargs)
+    args, kwargs = _exact_arguments(args, kwargs, ("hostname",))
     host = args[0] if args else kwargs.get("hostname")
     event = _lookup_event(host)
-    if event is None:
-        return proceed("socket.gethostbyname", wrapped, args, kwargs)
-    enforce(event, rules)
-    result = proceed("socket.gethostbyname", wrapped, args, kwargs)
-    addresses = result[2] if isinstance(result, tuple) else [result]
-    remember_resolution(_looked_up_name(host), addresses)
+    if event is not None:
+        enforce(event, rules)
+    result = proceed("socket.gethostbyname", wrapped, args, kwargs, same=lambda a: a[0] is host)
+    if event is not None:
+        addresses = result[2] if isinstance(result, tuple) else [result]
+        remember_resolution(_looked_up_name(host), addresses)
     return result
 
 
@@ -234,10 +297,12 @@ def _gethostbyaddr(
     rules = _rules()
     if rules is None or not args:
         return wrapped(*args, **kwargs)
-    event = _reverse_event(args[0])
+    args, kwargs = _exact_arguments(args, kwargs, ("host",))
+    host = args[0]
+    event = _reverse_event(host)
     if event is not None:
         enforce(event, rules)
-    return proceed("socket.gethostbyaddr", wrapped, args, kwargs)
+    return proceed("socket.gethostbyaddr", wrapped, args, kwargs, same=lambda a: a[0] is host)
 
 
 def _getnameinfo(
@@ -246,12 +311,14 @@ def _getnameinfo(
     rules = _rules()
     if rules is None:
         return wrapped(*args, **kwargs)
+    args, kwargs = _exact_arguments(args, kwargs, ("sockaddr", "flags"))
     event = _nameinfo_event(args)
     if event is not None:
         enforce(event, rules)
     # Through proceed() even when there was nothing to decide: the audit event carries no
     # flags, so the hook would take a numeric-only call for a reverse lookup and block it.
-    return proceed("socket.getnameinfo", wrapped, args, kwargs)
+    sockaddr = args[0] if args else None
+    return proceed("socket.getnameinfo", wrapped, args, kwargs, same=lambda a: a[0] is sockaddr)
 
 
 def _nameinfo_event(args: tuple[Any, ...]) -> Event | None:
@@ -445,7 +512,7 @@ AUDIT_HANDLERS = {
     "socket.sendmsg": _audit_address("sendmsg", close_on_block=False),
     "socket.bind": _audit_address("bind", close_on_block=False),
     "socket.getaddrinfo": _audit_lookup(
-        lambda a: _lookup_event(a[0], a[1] if len(a) > 1 else None)
+        lambda a: _lookup_event(_audit_host(a[0]), a[1] if len(a) > 1 else None)
     ),
     "socket.gethostbyname": _audit_lookup(lambda a: _lookup_event(a[0]) if a else None),
     "socket.gethostbyaddr": _audit_lookup(lambda a: _reverse_event(a[0]) if a else None),

@@ -203,6 +203,162 @@ result(done=True)
         ]
 
 
+class TestLookalikeArguments:
+    def test_code_run_inside_an_allowed_lookup_cannot_smuggle_its_own(
+        self, tcp: TCPListener
+    ) -> None:
+        """A lookup made from user code running inside an allowed lookup never reaches the resolver.
+
+        The patch decides a call, then marks its audit event as decided while the original
+        runs. getaddrinfo calls its host's ``encode`` before raising its audit event, so a
+        str subclass could run code in that window and borrow the mark.
+        """
+        found, lines = scenario(
+            OBSERVER
+            + """
+import _socket, socket
+from lambdaguard import guard, Network, NetworkViolation
+inner = []
+class Host(str):
+    def encode(self, *args, **kwargs):
+        try:
+            _socket.getaddrinfo("smuggled.exfil.invalid", 80)
+            inner.append("resolved")
+        except NetworkViolation:
+            inner.append("blocked")
+        except OSError:
+            inner.append("resolver asked")
+        return str.encode(self, *args, **kwargs)
+with guard(network=Network("block", allow=["localhost"])):
+    socket.getaddrinfo(Host("localhost"), PORT)
+result(inner=inner, lookups=LOOKUPS)
+""",
+            tcp.port,
+        )
+        assert found["lookups"] == ["'localhost'"]
+        assert set(found["inner"]) <= {"blocked"}
+        assert all(v["target"] == "smuggled.exfil.invalid:80" for v in lines)
+
+    def test_host_whose_encode_lies_is_resolved_as_its_characters(self, tcp: TCPListener) -> None:
+        """getaddrinfo(Host("localhost")) whose encode() says otherwise resolves localhost."""
+        found, lines = scenario(
+            OBSERVER
+            + """
+import socket
+from lambdaguard import guard, Network
+class Host(str):
+    def encode(self, *args, **kwargs):
+        return b"smuggled.exfil.invalid"
+with guard(network=Network("block", allow=["localhost"])):
+    answer = socket.getaddrinfo(Host("localhost"), PORT)[0][4][0]
+result(answer=answer, lookups=LOOKUPS)
+""",
+            tcp.port,
+        )
+        assert found == {"answer": "127.0.0.1", "lookups": ["'localhost'"]}
+        assert lines == []
+
+    def test_lying_host_through_underscore_socket_matches_no_name(self, tcp: TCPListener) -> None:
+        """Through _socket, a str subclass host cannot be trusted: it matches no name entry."""
+        found, lines = scenario(
+            OBSERVER
+            + """
+import _socket
+from lambdaguard import guard, Network, NetworkViolation
+class Host(str):
+    def encode(self, *args, **kwargs):
+        return b"smuggled.exfil.invalid"
+with guard(network=Network("block", allow=["localhost"])):
+    try:
+        _socket.getaddrinfo(Host("localhost"), 80)
+        result(outcome="resolved", lookups=LOOKUPS)
+    except NetworkViolation:
+        result(outcome="blocked", lookups=LOOKUPS)
+""",
+            tcp.port,
+        )
+        assert found == {"outcome": "blocked", "lookups": []}
+        assert [v["target"] for v in lines] == ["<Host 'localhost'>:80"]
+
+    def test_str_and_int_subclasses_cannot_misstate_an_address(self, tcp: TCPListener) -> None:
+        """A host whose __str__, or a port whose __eq__, lies is judged by its real value."""
+        found, lines = scenario(
+            """
+import socket
+from lambdaguard import guard, Network, NetworkViolation
+class Host(str):
+    def __str__(self):
+        return "127.0.0.2"
+class Port(int):
+    def __eq__(self, other):
+        return True
+    __hash__ = int.__hash__
+outcomes = []
+with guard(network=Network("block", allow=["127.0.0.2", "127.0.0.1:1"])):
+    for address in ((Host("127.0.0.1"), PORT), ("127.0.0.1", Port(PORT))):
+        s = socket.socket()
+        try:
+            s.connect(address)
+            outcomes.append("connected")
+        except NetworkViolation:
+            outcomes.append("blocked")
+        s.close()
+result(outcomes=outcomes)
+""",
+            tcp.port,
+        )
+        tcp.settle()
+        assert tcp.attempts == 0
+        assert found == {"outcomes": ["blocked", "blocked"]}
+        assert [v["target"] for v in lines] == [f"127.0.0.1:{tcp.port}"] * 2
+
+    def test_signal_handler_run_inside_an_allowed_connect_is_still_judged(
+        self, tcp: TCPListener
+    ) -> None:
+        """A handler that fires while an allowed connect waits cannot borrow its decision.
+
+        The patch marks the audit event of the call it allowed as decided while the original
+        runs; a signal handler runs inside that window (here: while the connect waits on a
+        full listen queue) and must not pass its own _socket connect off as that call.
+        """
+        found, lines = scenario(
+            """
+import signal, socket, _socket
+from lambdaguard import guard, Network, NetworkViolation
+slow = socket.socket()
+slow.bind(("127.0.0.1", 0))
+slow.listen(0)
+slow_port = slow.getsockname()[1]
+filler = socket.create_connection(("127.0.0.1", slow_port))  # the queue is now full
+inner = []
+def handler(signum, frame):
+    s = _socket.socket()
+    try:
+        s.connect(("127.0.0.1", PORT))
+        inner.append("connected")
+    except NetworkViolation:
+        inner.append("blocked")
+    s.close()
+signal.signal(signal.SIGALRM, handler)
+with guard(network=Network("block", allow=[f"127.0.0.1:{slow_port}"])):
+    c = socket.socket()
+    c.settimeout(1.0)
+    signal.setitimer(signal.ITIMER_REAL, 0.1)
+    try:
+        c.connect(("127.0.0.1", slow_port))
+    except TimeoutError:
+        pass
+    c.close()
+result(inner=inner)
+""",
+            tcp.port,
+        )
+        tcp.settle()
+        assert tcp.attempts == 0
+        assert found == {"inner": ["blocked"]}
+        assert [v["target"] for v in lines] == [f"127.0.0.1:{tcp.port}"]
+
+
 class TestLimits:
     def test_underscore_socket_connect_by_name_resolves_before_the_hook_sees_it(
         self, tcp: TCPListener
