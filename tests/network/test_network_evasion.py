@@ -408,6 +408,30 @@ result(rc=rc)
         assert tcp.attempts == 1
         assert lines == []
 
+    def test_code_that_targets_lambdaguard_itself_can_switch_the_backstop_off(
+        self, tcp: TCPListener
+    ) -> None:
+        """Limit: clearing the audit hook's handler table lets a _socket connect through."""
+        found, lines = scenario(
+            """
+import _socket
+from lambdaguard import guard
+from lambdaguard.sensors import audit, ensure_installed
+ensure_installed()
+audit._handlers.clear()
+with guard(network="block"):
+    s = _socket.socket()
+    s.connect(("127.0.0.1", PORT))
+    s.close()
+result(outcome="connected")
+""",
+            tcp.port,
+        )
+        tcp.settle()
+        assert found == {"outcome": "connected"}
+        assert tcp.attempts == 1
+        assert lines == []
+
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_botocore_is_unwrapped_whether_imported_before_or_after_lambdaguard(

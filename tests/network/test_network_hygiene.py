@@ -70,3 +70,18 @@ class TestLineBeforeError:
                 written_when_caught = out.getvalue()
         assert out.in_flight == [None]
         assert len(violations(written_when_caught)) == 1
+
+
+class TestPooledConnections:
+    def test_keep_alive_connection_pooled_before_the_scope_is_reused_inside_it(
+        self, http: HTTPServer, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Limit: a Session connection opened before the scope carries requests inside it."""
+        with requests.Session() as session:
+            session.trust_env = False
+            assert session.get(http.url, timeout=5).content == b"ok"
+            with guard(network="block"):
+                assert session.get(http.url, timeout=5).content == b"ok"
+        http.settle()
+        assert http.attempts == 1  # one connection, opened before the scope, used twice
+        assert violations(capsys.readouterr().out) == []
