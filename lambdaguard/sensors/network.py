@@ -20,6 +20,7 @@ does not run, and the descriptor would otherwise leak.
 
 from __future__ import annotations
 
+import _socket
 import contextvars
 import operator
 import os
@@ -39,6 +40,19 @@ from lambdaguard.sensors._patching import patch, proceed, register_post_import
 POLICY = "network"
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+# The C-level member, read past any property a socket subclass defines: a ``family`` that
+# lies would otherwise have an inet address judged as, say, a unix path.
+_REAL_FAMILY = _socket.socket.__dict__["family"]
+
+
+def real_family(sock: object) -> int:
+    """The address family the kernel socket has, whatever the Python object claims."""
+    try:
+        return int(_REAL_FAMILY.__get__(sock))
+    except TypeError:  # not a socket object at all
+        return -1
 
 
 def _family_name(family: int) -> str:
@@ -204,7 +218,7 @@ def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> W
             return proceed(audit_event, wrapped, args, kwargs, same=lambda a: a[0] is instance)
         address = _exact(args[position])
         args = (*args[:position], address, *args[position + 1 :])
-        event = _event(action, address_target(instance.family, address))
+        event = _event(action, address_target(real_family(instance), address))
         if check(event, rules) is Mode.BLOCK:
             if close_on_block:
                 instance.close()
@@ -236,10 +250,10 @@ def _listen(
     if rules is None or instance is None:
         return wrapped(*args, **kwargs)
     try:
-        address = instance.getsockname()
+        address = _socket.socket.getsockname(instance)  # not a subclass's override
     except OSError:
         address = None
-    enforce(_event("listen", address_target(instance.family, address)), rules)
+    enforce(_event("listen", address_target(real_family(instance), address)), rules)
     return wrapped(*args, **kwargs)
 
 
@@ -483,7 +497,7 @@ def _audit_address(
         sock, address = args[0], args[1]
         if address is None:
             return
-        event = _event(action, address_target(getattr(sock, "family", -1), address))
+        event = _event(action, address_target(real_family(sock), address))
         if check(event, rules) is Mode.BLOCK:
             if close_on_block:
                 sock.close()

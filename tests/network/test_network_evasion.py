@@ -312,6 +312,51 @@ result(outcomes=outcomes)
         assert found == {"outcomes": ["blocked", "blocked"]}
         assert [v["target"] for v in lines] == [f"127.0.0.1:{tcp.port}"] * 2
 
+    def test_socket_subclass_cannot_misstate_its_family(self, tcp: TCPListener) -> None:
+        """A socket whose ``family`` or ``getsockname`` lies is judged by what it really is."""
+        found, lines = scenario(
+            """
+import socket, _socket
+from lambdaguard import guard, Network, NetworkViolation
+class Liar(socket.socket):
+    @property
+    def family(self):
+        return socket.AF_UNIX
+class ListenLiar(socket.socket):
+    def getsockname(self):
+        return ("127.0.0.1", 8080)
+outcomes = []
+bound = ListenLiar()
+bound.bind(("127.0.0.1", 0))
+with guard(network=Network("block", allow=["127.0.0.1:8080"])):
+    try:
+        bound.listen()
+        outcomes.append("listening")
+    except NetworkViolation:
+        outcomes.append("blocked")
+bound.close()
+with guard(network=Network("block", allow=["unix:/*"])):
+    for make in (Liar, lambda: _socket.socket.__new__(type("RawLiar", (_socket.socket,), {
+            "family": property(lambda self: socket.AF_UNIX)}))):
+        s = make()
+        if type(s).__name__ == "RawLiar":
+            _socket.socket.__init__(s)
+        try:
+            s.connect(("127.0.0.1", PORT))
+            outcomes.append("connected")
+        except NetworkViolation:
+            outcomes.append("blocked")
+        s.close()
+result(outcomes=outcomes)
+""",
+            tcp.port,
+        )
+        tcp.settle()
+        assert tcp.attempts == 0
+        assert found == {"outcomes": ["blocked", "blocked", "blocked"]}
+        assert [v["action"] for v in lines] == ["listen", "connect", "connect"]
+        assert [v["target"] for v in lines][1:] == [f"127.0.0.1:{tcp.port}"] * 2
+
     def test_signal_handler_run_inside_an_allowed_connect_is_still_judged(
         self, tcp: TCPListener
     ) -> None:
