@@ -4,7 +4,7 @@ Allow-list entries (docs/network.md has the full table)::
 
     api.example.com          a host name (any port)
     api.example.com:443      a host name on one port
-    *.amazonaws.com          a host glob (``*`` matches one or more characters, dots too)
+    *.amazonaws.com          a host glob (``*`` matches any characters, dots too)
     203.0.113.7  / :443      an IPv4 address, optionally with a port
     ::1  /  [::1]:8080       an IPv6 address; brackets when a port follows
     10.0.0.0/8  / :443       a CIDR block, optionally with a port ([2001:db8::/32]:443 for IPv6)
