@@ -4,11 +4,12 @@ Allow-list entries (docs/network.md has the full table)::
 
     api.example.com          a host name (any port)
     api.example.com:443      a host name on one port
-    *.amazonaws.com          a host glob (``*`` matches one or more characters, dots too)
+    *.amazonaws.com          a host glob (``*`` matches any characters, dots too)
     203.0.113.7  / :443      an IPv4 address, optionally with a port
     ::1  /  [::1]:8080       an IPv6 address; brackets when a port follows
     10.0.0.0/8  / :443       a CIDR block, optionally with a port ([2001:db8::/32]:443 for IPv6)
-    unix:/run/app/*.sock     an AF_UNIX socket path glob
+    unix:/run/app/*.sock     an AF_UNIX socket path glob (absolute; paths are normalised)
+    unix:@name               a Linux abstract-namespace socket
 
 An allowed host name also allows the addresses its resolution returned: when a lookup of
 an allowed name goes ahead, its answers are remembered (see :func:`remember_resolution`) so
@@ -24,6 +25,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import posixpath
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -41,7 +43,7 @@ LOOKUP_ACTIONS = frozenset({"resolve", "reverse-resolve"})
 
 ACCEPTED_ENTRIES = (
     "accepted: host, host:port, *.glob, *.glob:port, IPv4, IPv4:port, IPv6, [IPv6]:port, "
-    "CIDR, CIDR:port, [IPv6-CIDR]:port, unix:/path/glob"
+    "CIDR, CIDR:port, [IPv6-CIDR]:port, unix:/path/glob, unix:@abstract-name"
 )
 
 
@@ -110,6 +112,12 @@ def names_for(ip: IPAddress) -> frozenset[str]:
     return _resolved.get(ip, frozenset())
 
 
+def forget_resolutions() -> None:
+    """Forget every remembered resolution (tests start from a clean slate with it)."""
+    with _resolved_lock:
+        _resolved.clear()
+
+
 # --- allow-list entries -----------------------------------------------------------------
 
 
@@ -156,16 +164,35 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
     """Parse one allow-list entry; ConfigError names the entry and the accepted forms."""
     if entry.startswith("unix:"):
         path = entry[len("unix:") :]
-        if not path:
-            raise ConfigError(f"{source}: allow-list entry {entry!r} has no path; {ACCEPTED_ENTRIES}.")
-        return _Entry("unix", path, None)
+        if path.startswith("@") and len(path) > 1:
+            return _Entry("unix", path, None)  # a Linux abstract-namespace name
+        if not path.startswith("/"):
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} is not an absolute socket path; "
+                f"unix: takes /an/absolute/path/glob or @abstract-name; {ACCEPTED_ENTRIES}."
+            )
+        # Targets are normalised (sensors.network.unix_path); entries are too, to match.
+        return _Entry("unix", posixpath.normpath(path), None)
 
+    if "://" in entry:
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is a URL; give the host and optional port "
+            f"only (api.example.com:443); {ACCEPTED_ENTRIES}."
+        )
     port: int | None = None
     if entry.startswith("["):
         close = entry.find("]")
-        if close < 0 or entry[close + 1 :] not in ("",) and not entry[close + 1 :].startswith(":"):
-            raise ConfigError(f"{source}: allow-list entry {entry!r} is malformed; {ACCEPTED_ENTRIES}.")
+        rest = entry[close + 1 :]
+        if close < 0 or (rest and not rest.startswith(":")):
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} is malformed; {ACCEPTED_ENTRIES}."
+            )
         host = entry[1:close]
+        if ":" not in host:
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} has brackets around {host!r}; brackets "
+                f"hold an IPv6 address or block; {ACCEPTED_ENTRIES}."
+            )
         if entry[close + 1 :]:
             port = _parse_port(entry[close + 2 :], entry, source)
     elif entry.count(":") == 1:
@@ -186,8 +213,15 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
     if ip is not None:
         return _Entry("ip", ip, port)
     if ":" in host:
-        raise ConfigError(f"{source}: allow-list entry {entry!r} is not a valid IPv6 address; {ACCEPTED_ENTRIES}.")
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is not a valid IPv6 address; {ACCEPTED_ENTRIES}."
+        )
     name = normalise_name(host)
+    if name and set(name) <= set("0123456789."):
+        # Digits and dots only: a mistyped IPv4 address, which must not quietly become a name.
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is not a valid IPv4 address; {ACCEPTED_ENTRIES}."
+        )
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-._*")
     if not name or not set(name) <= allowed:
         raise ConfigError(
@@ -261,4 +295,6 @@ class Network(Rule):
         if any(e.matches_ip(ip, port, action) for e in self._addresses):
             return True
         # An IP that an allowed name resolved to is allowed under that name's entry.
-        return any(e.matches_name(name, port, action) for name in names_for(ip) for e in self._names)
+        return any(
+            e.matches_name(name, port, action) for name in names_for(ip) for e in self._names
+        )

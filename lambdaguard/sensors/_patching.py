@@ -28,15 +28,24 @@ def register_post_import(module_name: str, hook: Callable[[Any], None]) -> None:
 
 
 def proceed(
-    audit_event: str, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    audit_event: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    same: _internal.QuietMatch | None = None,
 ) -> Any:
     """Call the original after a patch has decided; the audit hook skips ``audit_event``.
 
     The original raises the same audit event on its way into C; marking it quiet keeps
-    one operation from being decided and reported twice.
+    one operation from being decided and reported twice. ``same(audit_args)`` says which
+    event is that operation's own: pass it whenever user code can run inside the original
+    before its audit event (see ``_internal.quiet_matches``).
     """
     previous = _internal.set_quiet(audit_event)
+    previous_same = _internal.set_quiet_match(same)
     try:
         return wrapped(*args, **kwargs)
     finally:
         _internal.set_quiet(previous)
+        _internal.set_quiet_match(previous_same)

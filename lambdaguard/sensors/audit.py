@@ -46,7 +46,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     handler = _handlers.get(event)
     if handler is None:
         return
-    if _internal.quiet_event() == event or _internal.busy():
+    if (_internal.quiet_event() == event and _internal.quiet_matches(args)) or _internal.busy():
         return
     active = current()
     if active is None:
