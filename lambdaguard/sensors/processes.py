@@ -617,6 +617,9 @@ def install() -> None:
     patch(os, "fork", _fork_wrapper("os.fork", "os.fork"))
     if hasattr(os, "forkpty"):
         patch(os, "forkpty", _fork_wrapper("os.forkpty", "os.forkpty"))
+    # pty.fork catches OSError from os.forkpty and falls back to os.fork: a refused forkpty
+    # (a PermissionError) would be tried, and reported, twice. Decide it once here.
+    patch(pty, "fork", _fork_wrapper("pty.fork", "os.forkpty"))
     patch(pty, "spawn", _pty_spawn)
     try:
         import _posixsubprocess

@@ -72,6 +72,7 @@ def run_scenario(tmp_path: Path) -> ScenarioRunner:
         completed = subprocess.run(
             [sys.executable, str(script)],
             capture_output=True,
+            stdin=subprocess.DEVNULL,
             text=True,
             env=environment,
             cwd=tmp_path,
