@@ -13,7 +13,7 @@ from setuptools.command.build_py import build_py
 PTH = "lambdaguard_inherit.pth"
 
 
-class build_py_with_pth(build_py):  # noqa: N801  (setuptools command naming)
+class build_py_with_pth(build_py):
     def run(self) -> None:
         super().run()
         self.copy_file(PTH, os.path.join(self.build_lib, PTH), preserve_mode=False)

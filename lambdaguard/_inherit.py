@@ -74,16 +74,16 @@ def decode(raw: str) -> list[dict[str, Any]]:
     """Parse the variable; ConfigError names it and says what went wrong."""
     try:
         data = json.loads(raw)
-        if not isinstance(data, dict) or data.get("version") != _VERSION:
-            raise ValueError("unknown version")
-        layers = data["layers"]
-        if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
-            raise ValueError("layers is not a list of objects")
-    except (ValueError, KeyError, TypeError) as exc:
+    except ValueError:
+        data = None
+    layers = (
+        data.get("layers") if isinstance(data, dict) and data.get("version") == _VERSION else None
+    )
+    if not isinstance(layers, list) or not all(isinstance(x, dict) for x in layers):
         raise ConfigError(
-            f"{VARIABLE}={raw[:200]!r} is not a policy lambdaguard carried ({exc}); accepted: "
-            "the value lambdaguard itself sets for an allowed child (Subprocess(inherit=True))."
-        ) from None
+            f"{VARIABLE}={raw[:200]!r} is not a policy lambdaguard carried; accepted: the value "
+            "lambdaguard itself sets for an allowed child (Subprocess(inherit=True))."
+        )
     return layers
 
 
@@ -107,7 +107,7 @@ def activate(environ: Mapping[str, str] | None = None) -> int:
                     f"{', '.join(sorted(RULE_CLASSES))}."
                 )
             rule = rule_class.from_sources(
-                entry.get("mode"),
+                str(entry.get("mode")),
                 entry.get("allow"),
                 mode_source=f"{VARIABLE} ({name} mode)",
                 allow_source=f"{VARIABLE} ({name} allow-list)",
@@ -127,7 +127,7 @@ def activate_at_startup() -> None:
     must not run without it: if the policy cannot be restored, the child stops here."""
     try:
         activate()
-    except Exception as exc:  # noqa: BLE001  (any failure means: do not run unguarded)
+    except Exception as exc:
         sys.stderr.write(f"lambdaguard: cannot restore the inherited policy: {exc}\n")
         sys.stderr.flush()
         os._exit(70)  # EX_SOFTWARE; SystemExit would be swallowed by site's .pth handling

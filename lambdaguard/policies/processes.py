@@ -32,8 +32,7 @@ from lambdaguard.errors import ConfigError
 from lambdaguard.policy import Event, Mode, Rule, register
 
 ACCEPTED_ENTRIES = (
-    "accepted: an absolute path (/usr/bin/ffmpeg) or a bare program name resolved on PATH "
-    "(ffmpeg)"
+    "accepted: an absolute path (/usr/bin/ffmpeg) or a bare program name resolved on PATH (ffmpeg)"
 )
 
 
@@ -127,8 +126,7 @@ class Subprocess(Rule):
         for entry in entries:
             if "\0" in entry:
                 raise ConfigError(
-                    f"{source}: allow-list entry {entry!r} contains a NUL byte; "
-                    f"{ACCEPTED_ENTRIES}."
+                    f"{source}: allow-list entry {entry!r} contains a NUL byte; {ACCEPTED_ENTRIES}."
                 )
             if os.path.isabs(entry):
                 paths.add(os.path.normpath(entry))

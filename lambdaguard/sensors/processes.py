@@ -36,6 +36,7 @@ original before lambdaguard was activated is not seen. docs/processes.md lists t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -64,16 +65,20 @@ Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], A
 
 # --- masking and bounding the argument vector ---------------------------------------------------
 
-_SECRET_WORD = (
+_SENSITIVE = (
     r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key"
     r"|client[-_]?secret|credentials?|auth|session|signature)"
 )
 # --password=VALUE, --api-key=VALUE (also inside a shell command string).
-_OPTION_VALUE = re.compile(rf"(--?[\w-]*{_SECRET_WORD}[\w-]*=)(\S+)", re.IGNORECASE)
+_OPTION_VALUE = re.compile(rf"(--?[\w-]*{_SENSITIVE}[\w-]*=)(\S+)", re.IGNORECASE)
 # --password VALUE, -p VALUE inside a shell command string.
-_OPTION_SPACE = re.compile(rf"((?:^|\s)(?:--?[\w-]*{_SECRET_WORD}[\w-]*|-p)\s+)([^\s-]\S*)", re.IGNORECASE)
+_OPTION_SPACE = re.compile(
+    rf"((?:^|\s)(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)\s+)([^\s-]\S*)", re.IGNORECASE
+)
 # AWS_SECRET_ACCESS_KEY=VALUE, DB_PASSWORD=VALUE (environment assignments).
-_ENV_VALUE = re.compile(rf"(\b[A-Za-z_][A-Za-z0-9_]*{_SECRET_WORD}[A-Za-z0-9_]*=)(\S+)", re.IGNORECASE)
+_ENV_VALUE = re.compile(
+    rf"(\b[A-Za-z_][A-Za-z0-9_]*{_SENSITIVE}[A-Za-z0-9_]*=)(\S+)", re.IGNORECASE
+)
 # Authorization: Bearer VALUE / Basic VALUE, in header arguments.
 _AUTH_HEADER = re.compile(r"(authorization:\s*(?:\w+\s+)?)(\S+)", re.IGNORECASE)
 # https://user:password@host
@@ -83,7 +88,7 @@ _TOKENS = re.compile(
     r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*|gh[pousr]_\w{20,}"
     r"|github_pat_\w{20,}|xox[abposr]-[\w-]{10,})"
 )
-_SECRET_FLAG = re.compile(rf"^(?:--?[\w-]*{_SECRET_WORD}[\w-]*|-p)$", re.IGNORECASE)
+_SECRET_FLAG = re.compile(rf"^(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)$", re.IGNORECASE)
 
 
 def _mask_text(text: str) -> str:
@@ -132,8 +137,8 @@ def _text(value: object) -> str:
     """A path or argument as text, whatever type the caller used; never raises."""
     try:
         if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
-            return os.fsdecode(value)  # type: ignore[arg-type]
-    except Exception:
+            return os.fsdecode(value)
+    except Exception:  # noqa: S110  (a broken __fspath__: fall back to str() below)
         pass
     try:
         return str(value)
@@ -162,7 +167,10 @@ def _candidates(name: str, path: str) -> set[str]:
     """Every file a PATH search for ``name`` might exec (see execvp's loop in os.py)."""
     if os.sep in name:
         return set()
-    return {os.path.normpath(os.path.join(os.path.abspath(d or "."), name)) for d in path.split(os.pathsep)}
+    return {
+        os.path.normpath(os.path.join(os.path.abspath(d or "."), name))
+        for d in path.split(os.pathsep)
+    }
 
 
 @dataclass(frozen=True)
@@ -177,8 +185,14 @@ class _Operation:
     also: frozenset[str] = frozenset()  # more "through" marks (PATH candidates, FORK)
 
     def adding(self, *marks: str) -> _Operation:
-        return _Operation(self.action, self.route, self.name, self.executable, self.argv,
-                          self.also | frozenset(marks))
+        return _Operation(
+            self.action,
+            self.route,
+            self.name,
+            self.executable,
+            self.argv,
+            self.also | frozenset(marks),
+        )
 
     def event(self) -> Event:
         target = ProcessTarget(self.executable, self.name)
@@ -195,8 +209,9 @@ class _Operation:
         return FORK if self.action == "fork" else self.executable
 
 
-def _program(action: str, route: str, name: object, argv: object, *, search: str | None,
-             cwd: object = None) -> _Operation:
+def _program(
+    action: str, route: str, name: object, argv: object, *, search: str | None, cwd: object = None
+) -> _Operation:
     """An operation that runs ``name``: searched on ``search`` (a PATH) or, if None, a path."""
     text = _text(name)
     cwd_text = _text(cwd) if cwd is not None else None
@@ -207,7 +222,9 @@ def _program(action: str, route: str, name: object, argv: object, *, search: str
         base = cwd_text if cwd_text is not None else os.getcwd()
         executable = os.path.normpath(os.path.join(base, text)) if text else None
         also = frozenset()
-    return _Operation(action, route, text, executable, _argv(argv) if argv is not None else None, also)
+    return _Operation(
+        action, route, text, executable, _argv(argv) if argv is not None else None, also
+    )
 
 
 def _fork(route: str) -> _Operation:
@@ -224,7 +241,7 @@ def _through() -> frozenset[str]:
 
 
 def _carry() -> str | None:
-    return _local.__dict__.get("carry")  # type: ignore[no-any-return]
+    return _local.__dict__.get("carry")
 
 
 def _after_fork_in_child() -> None:
@@ -237,7 +254,7 @@ def _after_fork_in_child() -> None:
         os.environ[_inherit.VARIABLE] = carry
 
 
-# --- the decision, shared by every patch -----------------------------------------------------------
+# --- the decision, shared by every patch --------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -333,15 +350,11 @@ def _normalise_popen(arguments: dict[str, Any]) -> None:
     """Fix every value the decision reads, so that the original runs what was decided: a
     ``__fspath__`` or a mapping asked twice could answer differently the second time."""
     value = arguments.get("args")
-    if isinstance(value, str | bytes):
-        pass
-    elif hasattr(value, "__fspath__"):
+    if hasattr(value, "__fspath__"):
         arguments["args"] = _text(value)
-    elif value is not None:
-        try:
+    elif value is not None and not isinstance(value, str | bytes):
+        with contextlib.suppress(TypeError):  # not iterable: Popen raises its own TypeError
             arguments["args"] = [a if isinstance(a, str | bytes) else _text(a) for a in value]
-        except TypeError:
-            pass
     for name in ("executable", "cwd"):
         if arguments.get(name) is not None and not isinstance(arguments[name], str | bytes):
             arguments[name] = _text(arguments[name])
@@ -358,12 +371,18 @@ def _popen_operation(arguments: Mapping[str, Any]) -> _Operation:
             argv[0] = _text(executable)
     program = _text(executable) if executable is not None else (argv[0] if argv else "")
     return _program(
-        "run", "subprocess.Popen", program, argv,
-        search=_search_path(arguments.get("env")), cwd=arguments.get("cwd"),
+        "run",
+        "subprocess.Popen",
+        program,
+        argv,
+        search=_search_path(arguments.get("env")),
+        cwd=arguments.get("cwd"),
     )
 
 
-def _popen_init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _popen_init(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     plan = _plan(current())
     if plan is None:
         return wrapped(*args, **kwargs)
@@ -394,7 +413,9 @@ def _shell_prefix(command: Any, carry: str) -> Any:
     return line + _text(command)
 
 
-def _system(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _system(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     plan = _plan(current())
     if plan is None:
         return wrapped(*args, **kwargs)
@@ -410,20 +431,30 @@ def _system(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], k
 # --- os.exec* and os.spawn* ----------------------------------------------------------------------
 
 
-def _exec_like(action: str, route: str, *, first: int, searches: bool, env_at: int | None,
-               keep_in_child: bool, audit_event: str) -> Wrapper:
+def _exec_like(
+    action: str,
+    route: str,
+    *,
+    first: int,
+    searches: bool,
+    env_at: int | None,
+    keep_in_child: bool,
+    audit_event: str,
+) -> Wrapper:
     """A wrapper for exec*/spawn*: ``first`` is the index of the file argument."""
 
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         plan = _plan(current())
         if plan is None or len(args) < first + 2:
             return wrapped(*args, **kwargs)
         if env_at is not None and len(args) > env_at and args[env_at] is not None:
-            args = (*args[:env_at], _plain_env(args[env_at]), *args[env_at + 1:])
+            args = (*args[:env_at], _plain_env(args[env_at]), *args[env_at + 1 :])
         env = args[env_at] if env_at is not None and len(args) > env_at else None
         search = _search_path(env) if searches else None
         # Decide and run the same values: a __fspath__ asked twice could answer differently.
-        args = (*args[:first], _text(args[first]), _argv(args[first + 1]), *args[first + 2:])
+        args = (*args[:first], _text(args[first]), _argv(args[first + 1]), *args[first + 2 :])
         operation = _program(action, route, args[first], args[first + 1], search=search)
         if action == "spawn":
             operation = operation.adding(FORK)  # POSIX spawn* fork first, then exec
@@ -431,19 +462,31 @@ def _exec_like(action: str, route: str, *, first: int, searches: bool, env_at: i
             return wrapped(*args, **kwargs)
         if plan.carry is not None:
             if env_at is not None and len(args) > env_at:
-                args = (*args[:env_at], _with_carrier(args[env_at], plan.carry), *args[env_at + 1:])
+                args = (
+                    *args[:env_at],
+                    _with_carrier(args[env_at], plan.carry),
+                    *args[env_at + 1 :],
+                )
             elif action == "exec":
                 # The process is about to become the child: setting its own environment is
                 # setting the child's (restored below if exec fails).
                 return _exec_with_carrier(operation, plan, audit_event, wrapped, args, kwargs)
             # spawnv/spawnvp: the forked child sets it (_after_fork_in_child) before exec.
-        return _carry_out(operation, plan, audit_event, wrapped, args, kwargs, keep_in_child=keep_in_child)
+        return _carry_out(
+            operation, plan, audit_event, wrapped, args, kwargs, keep_in_child=keep_in_child
+        )
 
     return wrapper
 
 
-def _exec_with_carrier(operation: _Operation, plan: _Plan, audit_event: str,
-                       wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _exec_with_carrier(
+    operation: _Operation,
+    plan: _Plan,
+    audit_event: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
     assert plan.carry is not None
     previous = os.environ.get(_inherit.VARIABLE)
     os.environ[_inherit.VARIABLE] = plan.carry
@@ -457,7 +500,9 @@ def _exec_with_carrier(operation: _Operation, plan: _Plan, audit_event: str,
 
 
 def _posix_spawn(route: str, *, searches: bool) -> Wrapper:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         plan = _plan(current())
         if plan is None or len(args) < 2:
             return wrapped(*args, **kwargs)
@@ -481,7 +526,9 @@ def _posix_spawn(route: str, *, searches: bool) -> Wrapper:
 
 
 def _fork_wrapper(route: str, audit_event: str) -> Wrapper:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         plan = _plan(current())
         if plan is None:
             return wrapped(*args, **kwargs)
@@ -493,7 +540,9 @@ def _fork_wrapper(route: str, audit_event: str) -> Wrapper:
     return wrapper
 
 
-def _pty_spawn(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _pty_spawn(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     plan = _plan(current())
     if plan is None:
         return wrapped(*args, **kwargs)
@@ -510,15 +559,25 @@ def _fork_exec_operation(args: tuple[Any, ...]) -> _Operation:
     argv = _argv(args[0])
     candidates = [_text(c) for c in args[1]] if len(args) > 1 and args[1] else []
     # The child execs the first candidate that works (a PATH search done by the caller).
-    chosen = next((c for c in candidates if os.path.isfile(c) and os.access(c, os.X_OK)),
-                  candidates[0] if candidates else (argv[0] if argv else ""))
+    chosen = next(
+        (c for c in candidates if os.path.isfile(c) and os.access(c, os.X_OK)),
+        candidates[0] if candidates else (argv[0] if argv else ""),
+    )
     operation = _program("spawn", "_posixsubprocess.fork_exec", chosen, argv, search=None)
     others = frozenset(os.path.normpath(os.path.abspath(c)) for c in candidates)
-    return _Operation(operation.action, operation.route, operation.name, operation.executable,
-                      operation.argv, others)
+    return _Operation(
+        operation.action,
+        operation.route,
+        operation.name,
+        operation.executable,
+        operation.argv,
+        others,
+    )
 
 
-def _fork_exec(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _fork_exec(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     carry = _carry()
     plan = _plan(current())
     if plan is None and carry is None:
@@ -531,9 +590,15 @@ def _fork_exec(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...]
     if carry is not None:
         # fork_exec takes the environment as a list of b"KEY=VALUE" (index 5; None: inherit).
         env = args[5]
-        items = list(env) if env is not None else [os.fsencode(f"{k}={v}") for k, v in os.environ.items()]
+        items = (
+            list(env)
+            if env is not None
+            else [os.fsencode(f"{k}={v}") for k, v in os.environ.items()]
+        )
         prefix = os.fsencode(_inherit.VARIABLE + "=")
-        items = [i for i in items if not bytes(i).startswith(prefix)] + [prefix + os.fsencode(carry)]
+        items = [i for i in items if not bytes(i).startswith(prefix)] + [
+            prefix + os.fsencode(carry)
+        ]
         args = (*args[:5], items, *args[6:])
     if plan is None:
         return wrapped(*args, **kwargs)
@@ -558,7 +623,9 @@ def _start_method(process: Any) -> str:
         return "unknown"
 
 
-def _process_start(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _process_start(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     plan = _plan(current())
     if plan is None or instance is None:
         return wrapped(*args, **kwargs)
@@ -572,8 +639,14 @@ def _process_start(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, 
         executable = _text(spawn.get_executable())
         action = "spawn"
     route = f"multiprocessing ({method})"
-    operation = _Operation(action, route, executable, os.path.abspath(executable), [executable],
-                           frozenset({FORK, sys.executable}))
+    operation = _Operation(
+        action,
+        route,
+        executable,
+        os.path.abspath(executable),
+        [executable],
+        frozenset({FORK, sys.executable}),
+    )
     if not _decide(plan, operation):
         return wrapped(*args, **kwargs)
     return _carry_out(operation, plan, "", wrapped, args, kwargs)
@@ -583,7 +656,7 @@ def _patch_multiprocessing(module: Any) -> None:
     patch(module, "BaseProcess.start", _process_start)
 
 
-# --- install ---------------------------------------------------------------------------------------
+# --- install --------------------------------------------------------------------------------
 
 
 def install() -> None:
@@ -599,8 +672,19 @@ def install() -> None:
         ("execvp", 0, True, None),
         ("execvpe", 0, True, 2),
     ):
-        patch(os, name, _exec_like("exec", f"os.{name}", first=first, searches=searches,
-                                   env_at=env_at, keep_in_child=False, audit_event="os.exec"))
+        patch(
+            os,
+            name,
+            _exec_like(
+                "exec",
+                f"os.{name}",
+                first=first,
+                searches=searches,
+                env_at=env_at,
+                keep_in_child=False,
+                audit_event="os.exec",
+            ),
+        )
     for name, first, searches, env_at in (
         ("spawnv", 1, False, None),
         ("spawnve", 1, False, 3),
@@ -609,8 +693,19 @@ def install() -> None:
     ):
         if hasattr(os, name):
             # POSIX spawn* fork, then exec in the child: the child keeps the "through" mark.
-            patch(os, name, _exec_like("spawn", f"os.{name}", first=first, searches=searches,
-                                       env_at=env_at, keep_in_child=True, audit_event="os.fork"))
+            patch(
+                os,
+                name,
+                _exec_like(
+                    "spawn",
+                    f"os.{name}",
+                    first=first,
+                    searches=searches,
+                    env_at=env_at,
+                    keep_in_child=True,
+                    audit_event="os.fork",
+                ),
+            )
     if hasattr(os, "posix_spawn"):
         patch(os, "posix_spawn", _posix_spawn("os.posix_spawn", searches=False))
         patch(os, "posix_spawnp", _posix_spawn("os.posix_spawnp", searches=True))
@@ -634,7 +729,9 @@ def install() -> None:
 # --- the audit backstop ---------------------------------------------------------------------------
 
 
-def _audit(make: Callable[[tuple[Any, ...]], _Operation | None], *, expect: bool = False) -> Callable[[tuple[Any, ...], Active], None]:
+def _audit(
+    make: Callable[[tuple[Any, ...]], _Operation | None], *, expect: bool = False
+) -> Callable[[tuple[Any, ...], Active], None]:
     def handler(args: tuple[Any, ...], active: Active) -> None:
         rules = active.rules.get(POLICY)
         if rules is None:
@@ -661,26 +758,35 @@ def _audit(make: Callable[[tuple[Any, ...]], _Operation | None], *, expect: bool
 
 def _audit_popen(args: tuple[Any, ...]) -> _Operation:
     executable, argv, cwd, env = (list(args) + [None] * 4)[:4]
-    return _program("run", "subprocess.Popen (audit)", executable, argv,
-                    search=_search_path(env), cwd=cwd)
+    return _program(
+        "run", "subprocess.Popen (audit)", executable, argv, search=_search_path(env), cwd=cwd
+    )
 
 
 def _audit_posix_spawn(args: tuple[Any, ...]) -> _Operation:
     path = _text(args[0])
     search = _search_path(None) if os.sep not in path else None
-    return _program("spawn", "os.posix_spawn (audit)", path, args[1] if len(args) > 1 else None, search=search)
+    return _program(
+        "spawn", "os.posix_spawn (audit)", path, args[1] if len(args) > 1 else None, search=search
+    )
 
 
 AUDIT_HANDLERS: dict[str, Callable[[tuple[Any, ...], Active], None]] = {
     "subprocess.Popen": _audit(_audit_popen, expect=True),
-    "os.system": _audit(lambda a: _program("system", "os.system (audit)", SHELL, [SHELL, "-c", _text(a[0])], search=None)),
+    "os.system": _audit(
+        lambda a: _program(
+            "system", "os.system (audit)", SHELL, [SHELL, "-c", _text(a[0])], search=None
+        )
+    ),
     "os.exec": _audit(lambda a: _program("exec", "os.exec (audit)", a[0], a[1], search=None)),
     "os.spawn": _audit(lambda a: _program("spawn", "os.spawn (audit)", a[1], a[2], search=None)),
     "os.posix_spawn": _audit(_audit_posix_spawn),
     "os.fork": _audit(lambda a: _fork("os.fork (audit)")),
     "os.forkpty": _audit(lambda a: _fork("os.forkpty (audit)")),
     "pty.spawn": _audit(
-        lambda a: _program("spawn", "pty.spawn (audit)", _argv(a[0])[0], a[0], search=_search_path(None)),
+        lambda a: _program(
+            "spawn", "pty.spawn (audit)", _argv(a[0])[0], a[0], search=_search_path(None)
+        ),
         expect=True,
     ),
 }

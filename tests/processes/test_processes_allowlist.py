@@ -45,7 +45,10 @@ class Tools:
 @pytest.fixture
 def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Tools:
     made = Tools(tmp_path)
-    monkeypatch.setenv("PATH", f"{made.first.parent}{os.pathsep}{made.second.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv(
+        "PATH",
+        f"{made.first.parent}{os.pathsep}{made.second.parent}{os.pathsep}{os.environ['PATH']}",
+    )
     return made
 
 
@@ -56,16 +59,26 @@ class TestNamesOnPath:
             subprocess.run(["lgtool"], check=True)
         assert tools.ran("first")
 
-    def test_same_name_elsewhere_on_path_is_blocked(self, tools: Tools, violations: Violations) -> None:
+    def test_same_name_elsewhere_on_path_is_blocked(
+        self, tools: Tools, violations: Violations
+    ) -> None:
         """A program with the allowed name in another directory does not run."""
-        with guard(subprocess=Subprocess("block", allow=["lgtool"])), pytest.raises(ProcessViolation):
+        with (
+            guard(subprocess=Subprocess("block", allow=["lgtool"])),
+            pytest.raises(ProcessViolation),
+        ):
             subprocess.run([str(tools.second)], check=True)
         assert not tools.ran("second")
         assert violations()[0]["target"] == str(tools.second)
 
-    def test_a_different_path_for_the_child_does_not_change_what_is_allowed(self, tools: Tools) -> None:
+    def test_a_different_path_for_the_child_does_not_change_what_is_allowed(
+        self, tools: Tools
+    ) -> None:
         """env={"PATH": ...} that makes the name find another program is refused."""
-        with guard(subprocess=Subprocess("block", allow=["lgtool"])), pytest.raises(ProcessViolation):
+        with (
+            guard(subprocess=Subprocess("block", allow=["lgtool"])),
+            pytest.raises(ProcessViolation),
+        ):
             subprocess.run(["lgtool"], env={"PATH": str(tools.second.parent)}, check=True)
         assert not tools.ran("second")
 
@@ -80,7 +93,9 @@ class TestNamesOnPath:
         assert not tools.ran("second")
         assert not tools.ran("first")
 
-    def test_name_is_looked_up_on_the_file_system_at_decision_time(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_name_is_looked_up_on_the_file_system_at_decision_time(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A program installed after the rule was built is found and allowed."""
         late = tmp_path / "late"
         late.mkdir()
@@ -108,7 +123,10 @@ class TestAbsolutePaths:
         """A link to an allowed program is judged by the link's own path."""
         link = tmp_path / "alias"
         link.symlink_to(tools.first)
-        with guard(subprocess=Subprocess("block", allow=[str(tools.first)])), pytest.raises(ProcessViolation):
+        with (
+            guard(subprocess=Subprocess("block", allow=[str(tools.first)])),
+            pytest.raises(ProcessViolation),
+        ):
             subprocess.run([str(link)], check=True)
         assert not tools.ran("first")
 
@@ -122,7 +140,9 @@ class TestAbsolutePaths:
             "bare program name resolved on PATH (ffmpeg)."
         )
 
-    def test_allow_list_from_the_environment(self, tools: Tools, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_allow_list_from_the_environment(
+        self, tools: Tools, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """LAMBDAGUARD_SUBPROCESS and LAMBDAGUARD_SUBPROCESS_ALLOW build the same rule."""
         monkeypatch.setenv("LAMBDAGUARD_SUBPROCESS", "block")
         monkeypatch.setenv("LAMBDAGUARD_SUBPROCESS_ALLOW", f"lgtool,{TOUCH}")
@@ -149,21 +169,31 @@ class TestShellCaveat:
 
 
 class TestAlert:
-    def test_alert_runs_the_program_and_reports_it_once(self, marker: Path, violations: Violations) -> None:
+    def test_alert_runs_the_program_and_reports_it_once(
+        self, marker: Path, violations: Violations
+    ) -> None:
         """In alert mode the program runs and exactly one line reports it, argv masked."""
         with guard(subprocess="alert"):
-            subprocess.run(["/bin/sh", "-c", f"touch {marker}", "sh", "--password=hunter2"], check=True)
+            subprocess.run(
+                ["/bin/sh", "-c", f"touch {marker}", "sh", "--password=hunter2"], check=True
+            )
         assert marker.exists()
         lines = violations()
         assert len(lines) == 1
         assert lines[0]["mode"] == "alert"
         assert lines[0]["details"]["argv"] == [
-            "/bin/sh", "-c", f"touch {marker}", "sh", "--password=***"
+            "/bin/sh",
+            "-c",
+            f"touch {marker}",
+            "sh",
+            "--password=***",
         ]
         assert "hunter2" not in str(lines[0])
 
-    def test_alerted_shell_command_is_reported_once(self, marker: Path, violations: Violations) -> None:
-        """A shell command in alert mode gives one line (Python 3.13 spawns shells by posix_spawn)."""
+    def test_alerted_shell_command_is_reported_once(
+        self, marker: Path, violations: Violations
+    ) -> None:
+        """A shell command in alert mode gives one line (3.13 also raises os.posix_spawn)."""
         with guard(subprocess="alert"):
             subprocess.run(f"touch {marker}", shell=True, check=True)
         assert marker.exists()

@@ -16,8 +16,14 @@ class TestMasking:
             (["mysql", "-u", "root", "-p", "s3cr3t"], ["mysql", "-u", "root", "-p", "***"]),
             (["env", "AWS_SECRET_ACCESS_KEY=abc/def"], ["env", "AWS_SECRET_ACCESS_KEY=***"]),
             (["env", "GITHUB_TOKEN=xyz"], ["env", "GITHUB_TOKEN=***"]),
-            (["curl", "-H", "Authorization: Bearer abc.def"], ["curl", "-H", "Authorization: Bearer ***"]),
-            (["git", "clone", "https://me:pw@example.com/r"], ["git", "clone", "https://me:***@example.com/r"]),
+            (
+                ["curl", "-H", "Authorization: Bearer abc.def"],
+                ["curl", "-H", "Authorization: Bearer ***"],
+            ),
+            (
+                ["git", "clone", "https://me:pw@example.com/r"],
+                ["git", "clone", "https://me:***@example.com/r"],
+            ),
             (["aws", "AKIAABCDEFGHIJKLMNOP"], ["aws", "***"]),
             (["x", "ghp_" + "a" * 36], ["x", "***"]),
             (["x", "eyJhbGciOi.eyJzdWIiOi.c2ln"], ["x", "***"]),

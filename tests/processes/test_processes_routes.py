@@ -35,8 +35,9 @@ def _write_marker(path: str) -> None:
     Path(path).write_text("ran")
 
 
-def _assert_blocked(call: Callable[[], object], marker: Path, violations: Violations, *,
-                    target: str, action: str) -> dict[str, Any]:
+def _assert_blocked(
+    call: Callable[[], object], marker: Path, violations: Violations, *, target: str, action: str
+) -> dict[str, Any]:
     with pytest.raises(ProcessViolation) as caught, guard(subprocess="block"):
         call()
     assert isinstance(caught.value, PermissionError)
@@ -52,38 +53,74 @@ def _assert_blocked(call: Callable[[], object], marker: Path, violations: Violat
 class TestSubprocessModule:
     def test_run_is_blocked(self, marker: Path, violations: Violations) -> None:
         """subprocess.run of a program on PATH is refused and the program does not run."""
-        line = _assert_blocked(lambda: subprocess.run(["touch", str(marker)], check=False),
-                               marker, violations, target=TOUCH, action="run")
+        line = _assert_blocked(
+            lambda: subprocess.run(["touch", str(marker)], check=False),
+            marker,
+            violations,
+            target=TOUCH,
+            action="run",
+        )
         assert line["details"]["argv"] == ["touch", str(marker)]
         assert line["details"]["executable"] == TOUCH
 
     def test_call_is_blocked(self, marker: Path, violations: Violations) -> None:
         """subprocess.call is refused."""
-        _assert_blocked(lambda: subprocess.call([TOUCH, str(marker)]),
-                        marker, violations, target=TOUCH, action="run")
+        _assert_blocked(
+            lambda: subprocess.call([TOUCH, str(marker)]),
+            marker,
+            violations,
+            target=TOUCH,
+            action="run",
+        )
 
     def test_check_output_is_blocked(self, marker: Path, violations: Violations) -> None:
         """subprocess.check_output is refused."""
-        _assert_blocked(lambda: subprocess.check_output([TOUCH, str(marker)]),
-                        marker, violations, target=TOUCH, action="run")
+        _assert_blocked(
+            lambda: subprocess.check_output([TOUCH, str(marker)]),
+            marker,
+            violations,
+            target=TOUCH,
+            action="run",
+        )
 
-    def test_popen_with_shell_is_judged_by_the_shell(self, marker: Path, violations: Violations) -> None:
+    def test_popen_with_shell_is_judged_by_the_shell(
+        self, marker: Path, violations: Violations
+    ) -> None:
         """Popen(..., shell=True) is judged as /bin/sh, with the command in argv."""
-        line = _assert_blocked(lambda: subprocess.Popen(f"touch {marker}", shell=True),
-                               marker, violations, target="/bin/sh", action="run")
+        line = _assert_blocked(
+            lambda: subprocess.Popen(f"touch {marker}", shell=True),
+            marker,
+            violations,
+            target="/bin/sh",
+            action="run",
+        )
         assert line["details"]["argv"] == ["/bin/sh", "-c", f"touch {marker}"]
 
     def test_getoutput_is_blocked(self, marker: Path, violations: Violations) -> None:
         """subprocess.getoutput (a shell command) is refused."""
-        _assert_blocked(lambda: subprocess.getoutput(f"touch {marker}"),
-                        marker, violations, target="/bin/sh", action="run")
+        _assert_blocked(
+            lambda: subprocess.getoutput(f"touch {marker}"),
+            marker,
+            violations,
+            target="/bin/sh",
+            action="run",
+        )
 
-    def test_executable_argument_is_what_is_judged(self, marker: Path, violations: Violations) -> None:
+    def test_executable_argument_is_what_is_judged(
+        self, marker: Path, violations: Violations
+    ) -> None:
         """Popen(["harmless"], executable=X) is judged as X, the program that runs."""
-        _assert_blocked(lambda: subprocess.run(["ls", str(marker)], executable=TOUCH, check=False),
-                        marker, violations, target=TOUCH, action="run")
+        _assert_blocked(
+            lambda: subprocess.run(["ls", str(marker)], executable=TOUCH, check=False),
+            marker,
+            violations,
+            target=TOUCH,
+            action="run",
+        )
 
-    def test_asyncio_create_subprocess_exec_is_blocked(self, marker: Path, violations: Violations) -> None:
+    def test_asyncio_create_subprocess_exec_is_blocked(
+        self, marker: Path, violations: Violations
+    ) -> None:
         """asyncio.create_subprocess_exec is refused inside the guarded task."""
 
         async def main() -> None:
@@ -92,27 +129,41 @@ class TestSubprocessModule:
 
         _assert_blocked(lambda: asyncio.run(main()), marker, violations, target=TOUCH, action="run")
 
-    def test_asyncio_create_subprocess_shell_is_blocked(self, marker: Path, violations: Violations) -> None:
+    def test_asyncio_create_subprocess_shell_is_blocked(
+        self, marker: Path, violations: Violations
+    ) -> None:
         """asyncio.create_subprocess_shell is judged as /bin/sh and refused."""
 
         async def main() -> None:
             process = await asyncio.create_subprocess_shell(f"touch {marker}")
             await process.wait()
 
-        _assert_blocked(lambda: asyncio.run(main()), marker, violations, target="/bin/sh", action="run")
+        _assert_blocked(
+            lambda: asyncio.run(main()), marker, violations, target="/bin/sh", action="run"
+        )
 
 
 class TestOsModule:
     def test_system_is_blocked(self, marker: Path, violations: Violations) -> None:
         """os.system is judged as /bin/sh and refused."""
-        line = _assert_blocked(lambda: os.system(f"touch {marker}"),
-                               marker, violations, target="/bin/sh", action="system")
+        line = _assert_blocked(
+            lambda: os.system(f"touch {marker}"),
+            marker,
+            violations,
+            target="/bin/sh",
+            action="system",
+        )
         assert line["details"]["argv"] == ["/bin/sh", "-c", f"touch {marker}"]
 
     def test_popen_is_blocked(self, marker: Path, violations: Violations) -> None:
         """os.popen is judged as /bin/sh and refused."""
-        _assert_blocked(lambda: os.popen(f"touch {marker}").close(),
-                        marker, violations, target="/bin/sh", action="run")
+        _assert_blocked(
+            lambda: os.popen(f"touch {marker}").close(),
+            marker,
+            violations,
+            target="/bin/sh",
+            action="run",
+        )
 
     @pytest.mark.parametrize(
         ("name", "call"),
@@ -135,20 +186,39 @@ class TestOsModule:
 
     def test_posix_spawn_is_blocked(self, marker: Path, violations: Violations) -> None:
         """os.posix_spawn is refused."""
-        _assert_blocked(lambda: os.posix_spawn(TOUCH, ["touch", str(marker)], os.environ),
-                        marker, violations, target=TOUCH, action="spawn")
+        _assert_blocked(
+            lambda: os.posix_spawn(TOUCH, ["touch", str(marker)], os.environ),
+            marker,
+            violations,
+            target=TOUCH,
+            action="spawn",
+        )
 
-    def test_posix_spawnp_resolves_on_path_and_is_blocked(self, marker: Path, violations: Violations) -> None:
+    def test_posix_spawnp_resolves_on_path_and_is_blocked(
+        self, marker: Path, violations: Violations
+    ) -> None:
         """os.posix_spawnp is judged by the program it finds on PATH and refused."""
-        _assert_blocked(lambda: os.posix_spawnp("touch", ["touch", str(marker)], os.environ),
-                        marker, violations, target=TOUCH, action="spawn")
+        _assert_blocked(
+            lambda: os.posix_spawnp("touch", ["touch", str(marker)], os.environ),
+            marker,
+            violations,
+            target=TOUCH,
+            action="spawn",
+        )
 
 
 class TestPtyAndMultiprocessing:
-    def test_pty_spawn_is_blocked_before_forking(self, marker: Path, violations: Violations) -> None:
+    def test_pty_spawn_is_blocked_before_forking(
+        self, marker: Path, violations: Violations
+    ) -> None:
         """pty.spawn is judged by the program it would run and refused before forkpty."""
-        _assert_blocked(lambda: pty.spawn(["touch", str(marker)]),
-                        marker, violations, target=TOUCH, action="spawn")
+        _assert_blocked(
+            lambda: pty.spawn(["touch", str(marker)]),
+            marker,
+            violations,
+            target=TOUCH,
+            action="spawn",
+        )
 
     @pytest.mark.parametrize("method", ["spawn", "forkserver"])
     def test_multiprocessing_process_is_blocked(
@@ -157,6 +227,11 @@ class TestPtyAndMultiprocessing:
         """A multiprocessing Process (spawn, forkserver) is judged as the Python it runs."""
         context = multiprocessing.get_context(method)
         process = context.Process(target=_write_marker, args=(str(marker),))
-        _assert_blocked(process.start, marker, violations,
-                        target=os.path.abspath(sys.executable), action="spawn")
+        _assert_blocked(
+            process.start,
+            marker,
+            violations,
+            target=os.path.abspath(sys.executable),
+            action="spawn",
+        )
         assert process.pid is None

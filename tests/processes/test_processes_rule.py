@@ -17,7 +17,9 @@ class TestRule:
             "(read LAMBDAGUARD_SUBPROCESS_INHERIT)."
         )
 
-    def test_inherit_variable_is_read_when_the_rule_is_built(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_inherit_variable_is_read_when_the_rule_is_built(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """LAMBDAGUARD_SUBPROCESS_INHERIT is read at build time, and a later change is ignored."""
         monkeypatch.setenv("LAMBDAGUARD_SUBPROCESS_INHERIT", "true")
         rule = Subprocess("block")
@@ -35,8 +37,12 @@ class TestRule:
     def test_nul_in_an_entry_is_a_config_error(self) -> None:
         """An entry with a NUL byte is refused, naming where it came from."""
         with pytest.raises(ConfigError, match=r"LAMBDAGUARD_SUBPROCESS_ALLOW: allow-list entry"):
-            Subprocess.from_sources("block", "/bin/x\0y", mode_source="LAMBDAGUARD_SUBPROCESS",
-                                    allow_source="LAMBDAGUARD_SUBPROCESS_ALLOW")
+            Subprocess.from_sources(
+                "block",
+                "/bin/x\0y",
+                mode_source="LAMBDAGUARD_SUBPROCESS",
+                allow_source="LAMBDAGUARD_SUBPROCESS_ALLOW",
+            )
 
     def test_repr_shows_the_allow_list_and_inherit(self) -> None:
         """The repr reads like the call that made the rule."""
