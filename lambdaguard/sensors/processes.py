@@ -280,6 +280,11 @@ def _decide(plan: _Plan, operation: _Operation) -> bool:
     key = operation.key()
     if key is not None and key in _through():
         return False
+    if key is not None and key == _local.__dict__.get("expect"):
+        # The audit hook has just decided this operation one level up (the caller went
+        # around a patch, e.g. the original Popen.__init__): carry it out, unreported.
+        del _local.expect
+        return True
     if plan.rules is not None:
         event = operation.event()
         if check(event, plan.rules) is Mode.BLOCK:
