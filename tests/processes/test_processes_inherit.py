@@ -101,14 +101,16 @@ with guard(subprocess=Subprocess("block", allow=allowed, inherit=True)):
         assert "child refused ProcessViolation" in result.stdout, result
         assert not marker.exists()
 
-    def test_multiprocessing_spawn_child_carries_it(
-        self, run_scenario: ScenarioRunner, marker: Path
+    @pytest.mark.parametrize("method", ["spawn", "forkserver"])
+    def test_multiprocessing_child_carries_it(
+        self, method: str, run_scenario: ScenarioRunner, marker: Path
     ) -> None:
-        """A multiprocessing spawn child starts under the carried policy."""
+        """A multiprocessing spawn or forkserver child starts under the carried policy."""
         result = run_scenario(
             PRELUDE
-            + """
+            + f"""
 import multiprocessing
+METHOD = {method!r}
 def work():
     try:
         subprocess.run([TOUCH, MARKER], check=True)
@@ -116,7 +118,7 @@ def work():
         print("worker refused", flush=True)
 if __name__ == "__main__":
     with guard(subprocess=Subprocess("block", allow=[sys.executable], inherit=True)):
-        p = multiprocessing.get_context("spawn").Process(target=work)
+        p = multiprocessing.get_context(METHOD).Process(target=work)
         p.start()
         p.join()
 """

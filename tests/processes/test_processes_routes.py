@@ -96,6 +96,30 @@ class TestSubprocessModule:
         )
         assert line["details"]["argv"] == ["/bin/sh", "-c", f"touch {marker}"]
 
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda m: subprocess.check_call([TOUCH, m]),
+            lambda m: subprocess.getstatusoutput(f"{TOUCH} {m}"),
+        ],
+        ids=["check_call", "getstatusoutput"],
+    )
+    def test_other_helpers_are_blocked(
+        self, call: Callable[[str], object], marker: Path, violations: Violations
+    ) -> None:
+        """check_call and getstatusoutput go through Popen and are refused."""
+        with pytest.raises(ProcessViolation), guard(subprocess="block"):
+            call(str(marker))
+        assert not marker.exists()
+        assert len(violations()) == 1
+
+    def test_refused_popen_leaves_no_pipe_open(self, marker: Path) -> None:
+        """A refused Popen with pipes opens no file descriptor: it is refused before any."""
+        before = sorted(os.listdir("/proc/self/fd"))
+        with pytest.raises(ProcessViolation), guard(subprocess="block"):
+            subprocess.Popen([TOUCH, str(marker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert sorted(os.listdir("/proc/self/fd")) == before
+
     def test_getoutput_is_blocked(self, marker: Path, violations: Violations) -> None:
         """subprocess.getoutput (a shell command) is refused."""
         _assert_blocked(

@@ -251,6 +251,22 @@ if __name__ == "__main__":
         assert not marker.exists()
 
 
+class TestLimits:
+    def test_native_code_is_not_seen(self, run_scenario: ScenarioRunner, marker: Path) -> None:
+        """libc's system() called through ctypes raises no audit event: it is not refused."""
+        result = run_scenario(
+            PRELUDE
+            + """
+import ctypes, ctypes.util
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+with guard(subprocess="block"):
+    libc.system(("touch " + MARKER).encode())
+"""
+        )
+        assert marker.exists(), result
+        assert result.violations == []
+
+
 class TestAuditBackstop:
     @pytest.mark.parametrize(
         "call",
@@ -279,6 +295,7 @@ with guard(subprocess="block"):
         assert not marker.exists()
         assert len(result.violations) == 1
         assert result.violations[0]["target"] in (TOUCH, "/bin/sh")
+        assert result.violations[0]["details"]["route"].endswith(" (audit)")
 
     def test_original_fork_is_refused(self, run_scenario: ScenarioRunner, marker: Path) -> None:
         """posix.fork (not the patched os.fork) is refused by the audit hook in the parent."""
