@@ -37,11 +37,12 @@ original before lambdaguard was activated is not seen. docs/processes.md lists t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,28 +186,46 @@ class _Operation:
     also: frozenset[str] = frozenset()  # more "through" marks (PATH candidates, FORK)
 
     def adding(self, *marks: str) -> _Operation:
-        return _Operation(
-            self.action,
-            self.route,
-            self.name,
-            self.executable,
-            self.argv,
-            self.also | frozenset(marks),
-        )
+        return dataclasses.replace(self, also=self.also | frozenset(marks))
 
     def event(self) -> Event:
         target = ProcessTarget(self.executable, self.name)
-        details: dict[str, Any] = {"route": self.route, "executable": str(target)}
-        if self.argv is not None:
-            details["argv"] = mask_argv(self.argv)
-        return Event(POLICY, self.action, str(target), target, details)
+        return Event(POLICY, self.action, str(target), target, _Details(self))
 
     def marks(self) -> frozenset[str]:
+        """What the operation may do on its way down without being decided again."""
         key = self.key()
         return self.also | ({key} if key is not None else set())
 
     def key(self) -> str | None:
         return FORK if self.action == "fork" else self.executable
+
+
+class _Details(Mapping[str, Any]):
+    """An event's details, masked and bounded only if the event is reported: most decided
+    operations are allowed, and masking is the costly part of building them."""
+
+    def __init__(self, operation: _Operation) -> None:
+        self._operation = operation
+        self._built: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._built is None:
+            op = self._operation
+            built: dict[str, Any] = {"route": op.route, "executable": op.executable or op.name}
+            if op.argv is not None:
+                built["argv"] = mask_argv(op.argv)
+            self._built = built
+        return self._built
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 def _program(
@@ -217,14 +236,11 @@ def _program(
     cwd_text = _text(cwd) if cwd is not None else None
     if search is not None:
         executable = resolve(text, path=search, cwd=cwd_text)
-        also = frozenset(_candidates(text, search))
     else:
         base = cwd_text if cwd_text is not None else os.getcwd()
         executable = os.path.normpath(os.path.join(base, text)) if text else None
-        also = frozenset()
-    return _Operation(
-        action, route, text, executable, _argv(argv) if argv is not None else None, also
-    )
+    argv_list = _argv(argv) if argv is not None else None
+    return _Operation(action, route, text, executable, argv_list)
 
 
 def _fork(route: str) -> _Operation:
@@ -461,6 +477,9 @@ def _exec_like(
         # Decide and run the same values: a __fspath__ asked twice could answer differently.
         args = (*args[:first], _text(args[first]), _argv(args[first + 1]), *args[first + 2 :])
         operation = _program(action, route, args[first], args[first + 1], search=search)
+        if search is not None:
+            # execvp tries each PATH entry in turn (os._execvpe): none is a new decision.
+            operation = operation.adding(*_candidates(operation.name, search))
         if action == "spawn":
             operation = operation.adding(FORK)  # POSIX spawn* fork first, then exec
         if not _decide(plan, operation):
@@ -553,7 +572,10 @@ def _pty_spawn(
         return wrapped(*args, **kwargs)
     argv = _argv(args[0] if args else kwargs.get("argv"))
     name = argv[0] if argv else ""
-    operation = _program("spawn", "pty.spawn", name, argv, search=_search_path(None)).adding(FORK)
+    search = _search_path(None)
+    operation = _program("spawn", "pty.spawn", name, argv, search=search)
+    # The child runs os.execlp, which tries each PATH entry: none is a new decision.
+    operation = operation.adding(FORK, *_candidates(name, search))
     args, kwargs = (argv, *args[1:]), {k: v for k, v in kwargs.items() if k != "argv"}
     if not _decide(plan, operation):
         return wrapped(*args, **kwargs)
@@ -569,15 +591,7 @@ def _fork_exec_operation(args: tuple[Any, ...]) -> _Operation:
         candidates[0] if candidates else (argv[0] if argv else ""),
     )
     operation = _program("spawn", "_posixsubprocess.fork_exec", chosen, argv, search=None)
-    others = frozenset(os.path.normpath(os.path.abspath(c)) for c in candidates)
-    return _Operation(
-        operation.action,
-        operation.route,
-        operation.name,
-        operation.executable,
-        operation.argv,
-        others,
-    )
+    return operation.adding(*(os.path.normpath(os.path.abspath(c)) for c in candidates))
 
 
 def _fork_exec(
