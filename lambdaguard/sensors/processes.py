@@ -135,12 +135,13 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
 
 
 def _text(value: object) -> str:
-    """A path or argument as text, whatever type the caller used; never raises."""
-    try:
-        if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
-            return os.fsdecode(value)
-    except Exception:  # noqa: S110  (a broken __fspath__: fall back to str() below)
-        pass
+    """A path or argument as text, whatever type the caller used.
+
+    An error from a ``__fspath__`` propagates, as it would from the original call (which
+    calls it too); anything else that is not a path is shown with ``str()``.
+    """
+    if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
+        return os.fsdecode(value)
     try:
         return str(value)
     except Exception:
@@ -151,9 +152,10 @@ def _argv(value: object) -> list[str]:
     if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
         return [_text(value)]
     try:
-        return [_text(item) for item in value]  # type: ignore[attr-defined]
-    except Exception:
+        items = list(value)  # type: ignore[call-overload]
+    except TypeError:  # not iterable: the original raises its own error
         return [_text(value)]
+    return [_text(item) for item in items]
 
 
 def _search_path(env: object) -> str:

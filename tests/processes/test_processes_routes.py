@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from lambdaguard import ProcessViolation, guard
+from lambdaguard import ProcessViolation, Subprocess, guard
 
 TOUCH = shutil.which("touch")
 assert TOUCH is not None
@@ -259,3 +259,34 @@ class TestPtyAndMultiprocessing:
             action="spawn",
         )
         assert process.pid is None
+
+
+class TestNoFreeRideOnAnAllowedCall:
+    @pytest.mark.parametrize(
+        "start",
+        [
+            lambda argv: subprocess.run(argv, check=True),
+            lambda argv: os.spawnv(os.P_WAIT, TOUCH, argv),
+            lambda argv: os.waitpid(os.posix_spawn(TOUCH, argv, os.environ), 0),
+        ],
+        ids=["Popen", "spawnv", "posix_spawn"],
+    )
+    def test_code_run_by_an_allowed_call_is_still_judged(
+        self, start: Callable[[list[object]], object], marker: Path, tmp_path: Path
+    ) -> None:
+        """A __fspath__ that starts a shell while an allowed call reads it is refused."""
+        sneaky_marker = tmp_path / "sneaky.marker"
+
+        class Sneaky:
+            def __fspath__(self) -> str:
+                os.system(f"touch {sneaky_marker}")
+                return str(marker)
+
+        with (
+            guard(subprocess=Subprocess("block", allow=[TOUCH])),
+            pytest.raises(ProcessViolation) as caught,
+        ):
+            start([TOUCH, Sneaky()])
+        assert caught.value.target == "/bin/sh"
+        assert not sneaky_marker.exists()
+        assert not marker.exists()
