@@ -5,7 +5,8 @@ allowed child gets ``LAMBDAGUARD_INHERITED_POLICY`` in its environment: the poli
 force when it was started, as JSON. A Python child with lambdaguard installed picks it up at
 startup, before any of its own code runs, through ``lambdaguard_inherit.pth``::
 
-    import os; os.environ.get("LAMBDAGUARD_INHERITED_POLICY") and __import__(...).activate()
+    import os; os.environ.get("LAMBDAGUARD_INHERITED_POLICY") and __import__(
+        "lambdaguard._inherit")._inherit.activate_at_startup()      (one line in the file)
 
 ``site`` runs that line in every interpreter; when the variable is absent it costs one dict
 lookup and imports nothing. When it is present, each carried layer becomes a ``configure()``
