@@ -79,19 +79,28 @@ def _thread_pool_submit(
 
 
 class ScopedCall:
-    """A process-pool submission that re-enters its submitter's policy in the worker."""
+    """A process-pool submission that runs under exactly its submitter's policy.
+
+    Every submission is wrapped, guarded or not: a worker forked from a guarded submitter
+    inherits that submitter's scope, and an unguarded submission must not run under it.
+    With no layers the worker's scope is cleared; with layers they are re-entered (a
+    spawned worker has no baseline of its own, so baseline layers travel too).
+    """
 
     def __init__(self, function: Callable[..., Any], layers: tuple[Policy, ...]) -> None:
         self.function = function
         self.layers = layers
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from lambdaguard.sensors import ensure_installed
+        state = None
+        if self.layers:
+            from lambdaguard.sensors import ensure_installed
 
-        ensure_installed()
-        owner = object()
-        layered = tuple((owner, policy) for policy in self.layers)
-        token = _scope.set(ScopeState(layered, {}, None, _scope.get(), owner))
+            ensure_installed()
+            owner = object()
+            layered = tuple((owner, policy) for policy in self.layers)
+            state = ScopeState(layered, {}, None, None, owner)
+        token = _scope.set(state)
         try:
             return self.function(*args, **kwargs)
         finally:
@@ -103,7 +112,7 @@ def _layers_in_force() -> tuple[Policy, ...]:
 
     state = current_state()
     if state is None:
-        return ()
+        return tuple(policy for _, policy in scope._baseline_layers)
     base = tuple(
         policy.replaced(state.overrides[owner]) if owner in state.overrides else policy
         for owner, policy in scope._baseline_layers
@@ -114,9 +123,11 @@ def _layers_in_force() -> tuple[Policy, ...]:
 def _process_pool_submit(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    if not _in_scope() or not args:
+    if not args:
         return wrapped(*args, **kwargs)
-    return _outside_scope(wrapped, ScopedCall(args[0], _layers_in_force()), *args[1:], **kwargs)
+    # Not _outside_scope: starting the worker processes is itself judged by the subprocess
+    # policy of the submitter's scope. ScopedCall fixes what the worker runs under.
+    return wrapped(ScopedCall(args[0], _layers_in_force()), *args[1:], **kwargs)
 
 
 _installed = False

@@ -196,14 +196,14 @@ def violation(event: Event, verdict: Mode) -> None:
             return
         inv.written += 1
     try:
-        frames = user_frames()
+        location, frames = user_frames()
         payload: dict[str, Any] = {
             "event": "violation",
             "policy": event.policy,
             "mode": verdict.value,
             "action": event.action,
             "target": safe_text(event.target),
-            "location": frames[0] if frames else "<unknown>",
+            "location": location,
             "stack": frames,
         }
         if event.details:
@@ -220,7 +220,7 @@ def violation(event: Event, verdict: Mode) -> None:
 def relaxation(owner: object, before: Policy, rules: Mapping[str, Rule]) -> None:
     """Report a deliberate loosening (``relaxed``, ``Baseline.update``, ``Baseline.remove``)."""
     try:
-        frames = user_frames()
+        location, frames = user_frames()
         changes = {
             name: {
                 "from": _rule_text(before.rules.get(name)),
@@ -232,7 +232,7 @@ def relaxation(owner: object, before: Policy, rules: Mapping[str, Rule]) -> None
             "event": "relaxed",
             "by": safe_text(repr(owner), 300),
             "changes": changes,
-            "location": frames[0] if frames else "<unknown>",
+            "location": location,
             "stack": frames,
         }
     except Exception:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 
-from lambdaguard import Violation, guard
+from lambdaguard import Violation, configure, guard
 from tests.helpers import connect, counting_listener
 
 
@@ -97,6 +98,28 @@ class TestPools:
                 inside = pool.submit(attempt, listener.port).result(30)
             after = pool.submit(attempt, listener.port).result(30)
             assert (inside, after) == ("blocked", "connected")
+
+    # os.fork warns when other threads run (3.12+); the listener thread is ours and idle.
+    @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+    def test_worker_forked_by_a_guarded_submission_runs_later_work_unguarded(self) -> None:
+        """The first submission is guarded and starts the worker; the next, unguarded, is not blocked."""
+        context = multiprocessing.get_context("fork")
+        with counting_listener() as listener, ProcessPoolExecutor(1, mp_context=context) as pool:
+            with guard(network="block"):
+                inside = pool.submit(attempt, listener.port).result(30)
+            after = pool.submit(attempt, listener.port).result(30)
+            assert (inside, after) == ("blocked", "connected")
+
+    def test_baseline_reaches_a_spawned_worker(self) -> None:
+        """A configure() baseline travels with each submission into a spawn-method worker."""
+        context = multiprocessing.get_context("spawn")
+        with counting_listener() as listener, ProcessPoolExecutor(1, mp_context=context) as pool:
+            assert pool.submit(attempt, listener.port).result(60) == "connected"
+            handle = configure(network="block")
+            try:
+                assert pool.submit(attempt, listener.port).result(60) == "blocked"
+            finally:
+                handle.remove()
 
     def test_violation_raised_in_a_process_worker_crosses_back(self) -> None:
         """A Violation raised in a worker pickles back to the submitter with its fields."""

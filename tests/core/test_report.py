@@ -35,7 +35,9 @@ class TestLineShape:
             "action": "connect",
             "target": f"127.0.0.1:{listener.port}",
         }
-        assert body["location"].rsplit(":", 1)[0].endswith("socket.py")
+        # The location is the caller's line, not socket.py; the stack still shows socket.py.
+        assert body["location"].rsplit(":", 1)[0].endswith("tests/helpers.py")
+        assert body["stack"][0].rsplit(":", 1)[0].endswith("socket.py")
         assert any(frame.startswith(__file__ + ":") for frame in body["stack"])
         assert (caught.value.policy, caught.value.mode, caught.value.target) == (
             "network",
@@ -49,6 +51,16 @@ class TestLineShape:
         """A direct call from user code is located at that line of user code."""
         with guard(network="block"), pytest.raises(Violation):
             socket.getaddrinfo("blocked.example", 80)
+        line_no = sys._getframe().f_lineno - 1
+        (line,) = events(capsys.readouterr().out)
+        assert line["lambdaguard"]["location"] == f"{__file__}:{line_no}"
+
+    def test_location_skips_the_standard_library(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A blocked urllib call is located at the line that called urlopen, not inside urllib."""
+        import urllib.request
+
+        with guard(network="block"), pytest.raises(Violation):
+            urllib.request.urlopen("http://blocked.example/", timeout=5)
         line_no = sys._getframe().f_lineno - 1
         (line,) = events(capsys.readouterr().out)
         assert line["lambdaguard"]["location"] == f"{__file__}:{line_no}"
