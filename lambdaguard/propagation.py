@@ -58,9 +58,11 @@ def _start_new_thread(
 def _outside_scope(wrapped: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``wrapped`` with no scope in this context.
 
-    Executors start their worker threads and processes lazily, inside submit(). Those
-    workers must not inherit the submitter's scope, or every later submission, guarded or
-    not, would run guarded: it is the submission that carries the scope, not the pool.
+    A thread pool starts its worker threads lazily, inside submit(). Those workers must
+    not inherit the submitter's scope, or every later submission, guarded or not, would
+    run guarded: it is the submission that carries the scope, not the pool. (Process
+    pools are handled by ScopedCall instead, because starting their workers must still
+    be judged under the submitter's subprocess policy.)
     """
     token = _scope.set(None)
     try:
