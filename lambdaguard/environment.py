@@ -29,6 +29,7 @@ SETTINGS: dict[str, str] = {
     "LAMBDAGUARD_DRY_RUN": "true/false: every block becomes an alert",
     "LAMBDAGUARD_REPORT_LIMIT": "violation lines per invocation before the rest are summarised",
     "LAMBDAGUARD_HANDLER": "the real handler, for zero-code activation (module.function)",
+    "LAMBDAGUARD_TMP_ACCESS": "read-write/write: what the tmp policy governs (default read-write)",
 }
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -23,12 +23,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from lambdaguard import report
+from lambdaguard import report, wipe
 from lambdaguard.environment import build_policy, build_relaxation
 from lambdaguard.policy import Active, Mode, Policy, Rule, merge
 
@@ -230,6 +231,11 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
     logger:
         An ``aws_lambda_powertools.Logger`` to write violation lines through, instead of
         lambdaguard's own powertools-shaped JSON writer.
+    wipe_tmp:
+        ``True``: after each call of the decorated handler (also when it raises), remove
+        what that call created under /tmp and keep what was there before; one log line
+        summarises it (docs/files.md). An absolute path wipes that directory instead.
+        Only for the decorator: a with-block is not an invocation.
 
     Example::
 
@@ -248,11 +254,13 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
         subprocess: PolicyValue = None,
         handler_source: PolicyValue = None,
         logger: Any = None,
+        wipe_tmp: bool | str | os.PathLike[str] = False,
         **policies: PolicyValue,
     ) -> None:
         arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
         self._policy = build_policy(arguments, caller="guard")
         self._logger = logger
+        self._wipe_root = wipe.root_for(wipe_tmp)
 
     @property
     def policy(self) -> Policy:
@@ -324,7 +332,7 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
 
             @functools.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
-                with report.invocation(args), self:
+                with report.invocation(args), wipe.around_invocation(self._wipe_root), self:
                     return await fn(*args, **kwargs)
 
             async_guarded.guard = self  # type: ignore[attr-defined]
@@ -332,7 +340,7 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
 
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            with report.invocation(args), self:
+            with report.invocation(args), wipe.around_invocation(self._wipe_root), self:
                 return fn(*args, **kwargs)
 
         guarded.guard = self  # type: ignore[attr-defined]
