@@ -62,7 +62,9 @@ def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "lazy_helper.py").write_text('VALUE = "lazy-ok"\n')
     (root / "pkg").mkdir()
     (root / "pkg" / "__init__.py").write_text("")
-    (root / "pkg" / "logic.py").write_text('def f():\n    return "logic-secret-91"\n')
+    (root / "pkg" / "logic.py").write_text(
+        'def f():\n    return "logic-secret-91"\n\ndef g():\n    raise ValueError("boom")  # g-secret\n'
+    )
     (root / "config").mkdir()
     (root / "config" / "settings.json").write_text('{"setting": "config-value"}')
     return root
