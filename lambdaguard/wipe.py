@@ -21,7 +21,7 @@ import shutil
 import stat
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from lambdaguard import _internal, report
@@ -34,7 +34,7 @@ Snapshot = dict[str, tuple[int, int]]
 
 
 def root_for(value: object) -> str | None:
-    """The directory ``guard(wipe_tmp=...)`` wipes: True -> /tmp, a path -> that path, False -> none."""
+    """The directory ``guard(wipe_tmp=...)`` wipes: True -> /tmp, a path -> it, False -> none."""
     if value is None or value is False:
         return None
     if value is True:
@@ -139,10 +139,8 @@ def _measure(path: str) -> tuple[int, int, int]:
         directories += len(dirnames)
         files += len(filenames)
         for name in filenames:
-            try:
+            with suppress(OSError):
                 total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
     return files, directories, total
 
 

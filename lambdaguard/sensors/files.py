@@ -47,6 +47,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable
+from types import FrameType
 from typing import Any
 
 from lambdaguard import _internal
@@ -221,6 +222,7 @@ _IMPORTLIB = frozenset(
 # Steps of an import: compiling a module (source or bytecode, and writing the .pyc) and
 # filling a path finder's directory cache.
 _IMPORT_STEPS = frozenset({"get_code", "_fill_cache"})
+_METADATA = ("importlib.metadata", "importlib_metadata")
 
 
 def _by_import_system(action: str) -> bool:
@@ -232,7 +234,7 @@ def _by_import_system(action: str) -> bool:
     code) is not an import. importlib.metadata listing sys.path entries is import
     plumbing too (entry points, versions of bundled dependencies).
     """
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and _is_machinery(frame.f_code.co_filename):
         frame = frame.f_back
     while frame is not None:
@@ -240,10 +242,8 @@ def _by_import_system(action: str) -> bool:
         if module in _IMPORTLIB:
             if frame.f_code.co_name in _IMPORT_STEPS:
                 return True
-        elif action == "list" and module.startswith(("importlib.metadata", "importlib_metadata")):
-            return True
         else:
-            return False
+            return action == "list" and module.startswith(_METADATA)
         frame = frame.f_back
     return False
 
@@ -288,7 +288,9 @@ def judge(
         enforce(event, rules)
 
 
-def _details(raw: object, target: FileTarget, extra: dict[str, Any] | None) -> dict[str, Any] | None:
+def _details(
+    raw: object, target: FileTarget, extra: dict[str, Any] | None
+) -> dict[str, Any] | None:
     details = dict(extra) if extra else {}
     if target.lexical != target.real:
         details["path_as_written"] = target.lexical
@@ -308,7 +310,9 @@ def _active() -> Active | None:
 # --- patches --------------------------------------------------------------------------------
 
 
-def _open(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _open(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     active = _active()
     if active is None:
         return wrapped(*args, **kwargs)
@@ -342,7 +346,9 @@ def _os_open_wrapper(
 
 def _create_node(action: str) -> Wrapper:
     # mkfifo and mknod raise no audit event: this patch is their only sensor.
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         active = _active()
         if active is None:
             return wrapped(*args, **kwargs)
@@ -358,9 +364,11 @@ def _create_node(action: str) -> Wrapper:
 _SOFT_LINECACHE_CALLERS = frozenset({"traceback", "warnings"})
 
 
-def _getlines(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _getlines(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     active = _active()
-    if active is None or HANDLER_SOURCE not in active.rules and TMP not in active.rules:
+    if active is None or (HANDLER_SOURCE not in active.rules and TMP not in active.rules):
         return wrapped(*args, **kwargs)
     filename = args[0] if args else kwargs.get("filename")
     if not isinstance(filename, str) or filename.startswith("<"):
@@ -375,7 +383,7 @@ def _getlines(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
 
 
 def _called_from(modules: frozenset[str]) -> bool:
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(6):
         if frame is None:
             return False
@@ -424,7 +432,9 @@ def _audit_open(args: tuple[Any, ...], active: Active) -> None:
     write = bool(flags & _WRITE_FLAGS)
     # The event carries no dir_fd: a relative path is taken from the current directory.
     # The os.open patch, which sees dir_fd, has already decided calls made through it.
-    judge(active, "write" if write else "read", args[0], write=write, follow=not flags & _O_NOFOLLOW)
+    judge(
+        active, "write" if write else "read", args[0], write=write, follow=not flags & _O_NOFOLLOW
+    )
 
 
 def _audit_path(
@@ -435,7 +445,9 @@ def _audit_path(
             return
         path = args[0] if args[0] is not None else "."
         dir_fd = _dir_fd(_arg(args, dir_fd_at)) if dir_fd_at is not None else None
-        judge(active, action, path, write=write, dir_fd=dir_fd, follow=follow, only_block=only_block)
+        judge(
+            active, action, path, write=write, dir_fd=dir_fd, follow=follow, only_block=only_block
+        )
 
     return handler
 
@@ -457,13 +469,25 @@ def _audit_two(
         details = {"source": str(args[0]), "destination": str(args[1])}
         if args[0] is not None:
             judge(
-                active, action, args[0], write=src_write, dir_fd=src_fd, follow=not src_write,
-                only_block=only_block, details=details,
+                active,
+                action,
+                args[0],
+                write=src_write,
+                dir_fd=src_fd,
+                follow=not src_write,
+                only_block=only_block,
+                details=details,
             )
         if args[1] is not None:
             judge(
-                active, action, args[1], write=True, dir_fd=dst_fd, follow=False,
-                only_block=only_block, details=details,
+                active,
+                action,
+                args[1],
+                write=True,
+                dir_fd=dst_fd,
+                follow=False,
+                only_block=only_block,
+                details=details,
             )
 
     return handler
@@ -473,7 +497,15 @@ def _audit_symlink(args: tuple[Any, ...], active: Active) -> None:
     # symlink(src, dst, dir_fd): src is the link's text, not a file touched now.
     if _in_force(active) and len(args) >= 2:
         details = {"link_text": str(args[0])}
-        judge(active, "symlink", args[1], write=True, dir_fd=_dir_fd(_arg(args, 2)), follow=False, details=details)
+        judge(
+            active,
+            "symlink",
+            args[1],
+            write=True,
+            dir_fd=_dir_fd(_arg(args, 2)),
+            follow=False,
+            details=details,
+        )
 
 
 def _audit_archive(args: tuple[Any, ...], active: Active) -> None:
@@ -553,6 +585,10 @@ AUDIT_HANDLERS: dict[str, AuditHandler] = {
     "shutil.chown": _audit_path("chown", write=True, dir_fd_at=None, follow=True, only_block=True),
     "shutil.make_archive": _audit_archive,
     "shutil.unpack_archive": _audit_unpack,
-    "tempfile.mkstemp": _audit_path("write", write=True, dir_fd_at=None, follow=False, only_block=True),
-    "tempfile.mkdtemp": _audit_path("mkdir", write=True, dir_fd_at=None, follow=False, only_block=True),
+    "tempfile.mkstemp": _audit_path(
+        "write", write=True, dir_fd_at=None, follow=False, only_block=True
+    ),
+    "tempfile.mkdtemp": _audit_path(
+        "mkdir", write=True, dir_fd_at=None, follow=False, only_block=True
+    ),
 }

@@ -21,7 +21,13 @@ import pytest
 # The dependencies `pip install -t . boto3` puts into a deployment package.
 BUNDLED = ("boto3", "botocore", "jmespath", "s3transfer", "dateutil", "urllib3", "six.py")
 BUNDLED_DISTRIBUTIONS = (
-    "boto3", "botocore", "jmespath", "s3transfer", "python_dateutil", "urllib3", "six",
+    "boto3",
+    "botocore",
+    "jmespath",
+    "s3transfer",
+    "python_dateutil",
+    "urllib3",
+    "six",
 )
 
 APP_SOURCE = '''\
@@ -63,7 +69,8 @@ def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "pkg").mkdir()
     (root / "pkg" / "__init__.py").write_text("")
     (root / "pkg" / "logic.py").write_text(
-        'def f():\n    return "logic-secret-91"\n\ndef g():\n    raise ValueError("boom")  # g-secret\n'
+        'def f():\n    return "logic-secret-91"\n\n'
+        'def g():\n    raise ValueError("boom")  # g-secret\n'
     )
     (root / "config").mkdir()
     (root / "config" / "settings.json").write_text('{"setting": "config-value"}')
@@ -95,12 +102,18 @@ class Outcome:
         return json.loads(lines[-1][len("RESULT ") :])
 
 
-def run_scenario(code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Outcome:
+def run_scenario(
+    code: str, *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Outcome:
     """Run ``code`` in a fresh interpreter; it prints ``RESULT <json>`` via ``result(...)``.
 
     ``env`` adds to a copy of this process's environment.
     """
-    prelude = "import json as _json\ndef result(value):\n    print('RESULT ' + _json.dumps(value), flush=True)\n"
+    prelude = (
+        "import json as _json\n"
+        "def result(value):\n"
+        "    print('RESULT ' + _json.dumps(value), flush=True)\n"
+    )
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAGUARD_")}
     full_env.update(env or {})
     done = subprocess.run(

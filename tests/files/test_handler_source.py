@@ -68,7 +68,9 @@ result(str(data))
         assert SECRET not in outcome.stdout
         assert _blocked_reads(outcome) == [("read", "app.py")]
 
-    def test_shutil_copy_of_the_handler_writes_no_copy(self, task_root: Path, outside_dir: Path) -> None:
+    def test_shutil_copy_of_the_handler_writes_no_copy(
+        self, task_root: Path, outside_dir: Path
+    ) -> None:
         """Copying the source elsewhere is a read: no copy appears."""
         outcome = in_task_root(
             task_root,
@@ -168,7 +170,9 @@ result(got)
 
 
 class TestImportsKeepWorking:
-    def test_boto3_client_and_lazy_imports_work_inside_a_guarded_handler(self, task_root: Path) -> None:
+    def test_boto3_client_and_lazy_imports_work_inside_a_guarded_handler(
+        self, task_root: Path
+    ) -> None:
         """A guarded handler lazily imports the author's modules and builds a boto3 client."""
         code = (
             "import os, sys\n"
@@ -216,8 +220,10 @@ result([data, names])
 
 
 class TestTracebacksAndAllowList:
-    def test_traceback_inside_the_guard_has_no_source_lines_but_works(self, task_root: Path) -> None:
-        """Formatting a traceback reports the read and omits the author's line; it does not raise."""
+    def test_traceback_inside_the_guard_has_no_source_lines_but_works(
+        self, task_root: Path
+    ) -> None:
+        """Formatting a traceback reports the read and omits the author's line, never raising."""
         outcome = in_task_root(
             task_root,
             """

@@ -37,21 +37,27 @@ class TestSpellings:
         assert caught.value.target == str(tmp_path / "dots.txt")
         assert not (tmp_path / "dots.txt").exists()
 
-    def test_symlink_elsewhere_pointing_into_tmp_is_followed(self, tmp_path: Path, outside_dir: Path) -> None:
+    def test_symlink_elsewhere_pointing_into_tmp_is_followed(
+        self, tmp_path: Path, outside_dir: Path
+    ) -> None:
         """A link outside /tmp whose target is in /tmp is judged by its target."""
         (outside_dir / "door").symlink_to(tmp_path)
         with guard(tmp="block"), pytest.raises(FileViolation):
             open(outside_dir / "door" / "through.txt", "w")  # noqa: SIM115
         assert not (tmp_path / "through.txt").exists()
 
-    def test_dangling_symlink_to_a_new_tmp_file_creates_nothing(self, tmp_path: Path, outside_dir: Path) -> None:
+    def test_dangling_symlink_to_a_new_tmp_file_creates_nothing(
+        self, tmp_path: Path, outside_dir: Path
+    ) -> None:
         """Opening a dangling link for writing would create its /tmp target: blocked."""
         (outside_dir / "dangling").symlink_to(tmp_path / "created-by-link.txt")
         with guard(tmp="block"), pytest.raises(FileViolation):
             open(outside_dir / "dangling", "w")  # noqa: SIM115
         assert not (tmp_path / "created-by-link.txt").exists()
 
-    def test_symlink_in_tmp_pointing_out_is_still_tmp(self, tmp_path: Path, outside_dir: Path) -> None:
+    def test_symlink_in_tmp_pointing_out_is_still_tmp(
+        self, tmp_path: Path, outside_dir: Path
+    ) -> None:
         """A path written through /tmp is governed even when a link there leads elsewhere."""
         (outside_dir / "target.txt").write_text("outside")
         (tmp_path / "exit").symlink_to(outside_dir / "target.txt")
@@ -61,8 +67,12 @@ class TestSpellings:
     @pytest.mark.usefixtures("restore_cwd")
     @pytest.mark.parametrize(
         "spelling",
-        ["/proc/self/root{tmp}/p.txt", "/proc/{pid}/root{tmp}/p.txt", "/proc/self/cwd/p.txt",
-         "/proc/thread-self/root{tmp}/p.txt"],
+        [
+            "/proc/self/root{tmp}/p.txt",
+            "/proc/{pid}/root{tmp}/p.txt",
+            "/proc/self/cwd/p.txt",
+            "/proc/thread-self/root{tmp}/p.txt",
+        ],
     )
     def test_proc_magic_links_resolve_to_tmp(self, tmp_path: Path, spelling: str) -> None:
         """/proc/self/root, /proc/<pid>/root and /proc/self/cwd lead to the real /tmp path."""
@@ -117,7 +127,9 @@ class TestSpellings:
                 os.mkdir(os.fsencode(tmp_path / "bdir"))
         assert list(tmp_path.iterdir()) == []
 
-    def test_non_utf8_bytes_name_still_gives_one_json_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_non_utf8_bytes_name_still_gives_one_json_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """A hostile file name (invalid UTF-8, quotes, newline) is one valid JSON line."""
         name = os.fsencode(tmp_path) + b'/bad\xff"\n.txt'
         with guard(tmp="block"), pytest.raises(FileViolation):
@@ -237,7 +249,9 @@ class TestWriteOnly:
 
 
 class TestModes:
-    def test_alert_lets_the_write_happen_and_reports_it_once(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_alert_lets_the_write_happen_and_reports_it_once(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """In alert mode the file is written, and one line (not one per layer) is logged."""
         with guard(tmp="alert"):
             (tmp_path / "a.txt").write_text("written")
@@ -245,7 +259,9 @@ class TestModes:
         lines = violation_lines(capsys.readouterr().out)
         assert [(v["mode"], v["action"]) for v in lines] == [("alert", "write")]
 
-    def test_alert_mode_shutil_copy_reports_each_operation_once(self, tmp_path: Path, outside_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_alert_mode_shutil_copy_reports_each_operation_once(
+        self, tmp_path: Path, outside_dir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """A high-level shutil event adds no second line: the write itself is reported."""
         (outside_dir / "src").write_text("x")
         with guard(tmp="alert"):

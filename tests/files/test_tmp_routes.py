@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdaguard import FileViolation, Tmp, Violation, guard
+from lambdaguard import FileViolation, Violation, guard
 from tests.files.conftest import violation_lines
 
 
@@ -36,7 +36,9 @@ def _assert_one_block(capsys: pytest.CaptureFixture[str], action: str, target: P
 
 
 class TestOpening:
-    def test_open_for_writing_creates_nothing(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_open_for_writing_creates_nothing(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """open(path, "w") under /tmp raises before the file exists."""
         target = tmp_path / "new.txt"
         with guard(tmp="block"), pytest.raises(FileViolation):
@@ -44,7 +46,9 @@ class TestOpening:
         assert not target.exists()
         _assert_one_block(capsys, "write", target)
 
-    def test_open_for_reading_returns_no_content(self, existing: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_open_for_reading_returns_no_content(
+        self, existing: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """open(path).read() under /tmp raises instead of returning the content."""
         got = None
         with guard(tmp="block"), pytest.raises(FileViolation):
@@ -99,9 +103,9 @@ class TestOpening:
         """tempfile.TemporaryFile/NamedTemporaryFile/mkstemp/mkdtemp into /tmp create nothing."""
         with guard(tmp="block"):
             with pytest.raises(FileViolation):
-                tempfile.TemporaryFile(dir=tmp_path)
+                tempfile.TemporaryFile(dir=tmp_path)  # noqa: SIM115
             with pytest.raises(FileViolation):
-                tempfile.NamedTemporaryFile(dir=tmp_path)
+                tempfile.NamedTemporaryFile(dir=tmp_path)  # noqa: SIM115
             with pytest.raises(FileViolation):
                 tempfile.mkstemp(dir=tmp_path)
             with pytest.raises(FileViolation):
@@ -124,9 +128,8 @@ class TestOpening:
 
     def test_mmap_of_a_descriptor_opened_before_the_guard_is_blocked(self, existing: Path) -> None:
         """Mapping a /tmp file through an older descriptor is judged by the file behind it."""
-        with open(existing, "r+b") as f:
-            with guard(tmp="block"), pytest.raises(FileViolation):
-                mmap.mmap(f.fileno(), 0)
+        with open(existing, "r+b") as f, guard(tmp="block"), pytest.raises(FileViolation):
+            mmap.mmap(f.fileno(), 0)
         assert existing.read_text() == "before"
 
 
@@ -145,13 +148,15 @@ class TestChanging:
             for move in (os.rename, os.replace, Path.rename):
                 with pytest.raises(FileViolation):
                     move(existing, tmp_path / "moved")
-        assert existing.exists() and not (tmp_path / "moved").exists()
+        assert existing.exists()
+        assert not (tmp_path / "moved").exists()
 
     def test_rename_out_of_tmp_is_blocked(self, existing: Path, outside_dir: Path) -> None:
         """Moving a /tmp file elsewhere is a change under /tmp (the source is judged)."""
         with guard(tmp="block"), pytest.raises(FileViolation):
             os.rename(existing, outside_dir / "stolen")
-        assert existing.exists() and not (outside_dir / "stolen").exists()
+        assert existing.exists()
+        assert not (outside_dir / "stolen").exists()
 
     def test_chmod_chown_utime_truncate_change_nothing(self, existing: Path) -> None:
         """Metadata and size of a /tmp file stay as they were."""
@@ -167,7 +172,11 @@ class TestChanging:
                 os.truncate(existing, 0)
         after = existing.stat()
         assert (after.st_mode, after.st_uid, after.st_gid, after.st_mtime_ns, after.st_size) == (
-            before.st_mode, before.st_uid, before.st_gid, before.st_mtime_ns, before.st_size,
+            before.st_mode,
+            before.st_uid,
+            before.st_gid,
+            before.st_mtime_ns,
+            before.st_size,
         )
 
     def test_descriptor_operations_are_judged_by_their_file(self, existing: Path) -> None:
@@ -261,7 +270,8 @@ class TestShutil:
             with pytest.raises(FileViolation):
                 shutil.rmtree(tree)
         assert (tree / "sub" / "f").read_text() == "x"
-        assert not (tmp_path / "copy").exists() and not (outside_dir / "moved").exists()
+        assert not (tmp_path / "copy").exists()
+        assert not (outside_dir / "moved").exists()
 
     def test_make_archive_writes_no_archive(self, tmp_path: Path, outside_dir: Path) -> None:
         """shutil.make_archive of a /tmp directory, or into /tmp, writes no archive."""
@@ -271,7 +281,8 @@ class TestShutil:
                 shutil.make_archive(str(tmp_path / "arch"), "zip", outside_dir)
             with pytest.raises(FileViolation):
                 shutil.make_archive(str(outside_dir / "arch"), "zip", tmp_path)
-        assert not list(tmp_path.glob("arch*")) and not list(outside_dir.glob("arch*"))
+        assert not list(tmp_path.glob("arch*"))
+        assert not list(outside_dir.glob("arch*"))
 
 
 class TestListing:
@@ -286,14 +297,18 @@ class TestListing:
                 with pytest.raises(FileViolation):
                     listing()
 
-    def test_glob_finds_nothing_and_reports(self, existing: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_glob_finds_nothing_and_reports(
+        self, existing: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """glob.glob and Path.glob swallow listing errors: they find nothing, and it is logged."""
         with guard(tmp="block"):
             found = glob.glob(f"{tmp_path}/*") + [str(p) for p in tmp_path.glob("*")]
         assert found == []
         assert [v["action"] for v in violation_lines(capsys.readouterr().out)] == ["list", "list"]
 
-    def test_os_walk_yields_nothing_and_reports(self, existing: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_os_walk_yields_nothing_and_reports(
+        self, existing: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """os.walk swallows listing errors: it yields nothing and the block is still logged."""
         with guard(tmp="block"):
             walked = list(os.walk(tmp_path))
@@ -302,7 +317,9 @@ class TestListing:
 
 
 class TestOutsideTmp:
-    def test_files_elsewhere_are_untouched_by_the_policy(self, outside_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_files_elsewhere_are_untouched_by_the_policy(
+        self, outside_dir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """Reading and writing outside /tmp goes ahead and logs nothing."""
         with guard(tmp="block"):
             (outside_dir / "f").write_text("ok")

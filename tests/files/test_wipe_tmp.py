@@ -26,7 +26,9 @@ def _notices(out: str) -> list[dict[str, object]]:
 
 
 class TestWarmInvocations:
-    def test_second_invocation_sees_nothing_the_first_left(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_second_invocation_sees_nothing_the_first_left(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """Files and directories made by one invocation are gone; older ones remain."""
         (tmp_path / "older.txt").write_text("from the init phase")
         (tmp_path / "older-dir").mkdir()
@@ -49,7 +51,7 @@ class TestWarmInvocations:
         notices = _notices(capsys.readouterr().out)
         assert len(notices) == 2
         assert notices[0]["removed"] == 3
-        assert notices[0]["files"] == 3 and notices[0]["directories"] == 2
+        assert (notices[0]["files"], notices[0]["directories"]) == (3, 2)
 
     def test_wipe_happens_when_the_handler_raises(self, tmp_path: Path) -> None:
         """A failing invocation's files are removed too, and its exception propagates."""
@@ -101,7 +103,9 @@ class TestWarmInvocations:
             os.close(keep)
         assert not (tmp_path / "swap").exists()
 
-    def test_symlink_created_in_tmp_is_removed_not_followed(self, tmp_path: Path, outside_dir: Path) -> None:
+    def test_symlink_created_in_tmp_is_removed_not_followed(
+        self, tmp_path: Path, outside_dir: Path
+    ) -> None:
         """A link the invocation planted is removed; what it points to is untouched."""
         (outside_dir / "precious").write_text("keep me")
         wiped = tmp_path / "scratch"
@@ -118,7 +122,9 @@ class TestWarmInvocations:
 
 
 class TestWipeAndPolicy:
-    def test_the_wipe_does_not_trip_the_tmp_policy(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_the_wipe_does_not_trip_the_tmp_policy(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """Under tmp="alert" the handler's writes are reported; the wipe's removals are not."""
 
         @guard(tmp="alert", wipe_tmp=str(tmp_path))
@@ -131,7 +137,9 @@ class TestWipeAndPolicy:
         assert [v.get("action") for v in lines if v.get("event") == "violation"] == ["write"]
         assert [v.get("event") for v in lines] == ["violation", "wipe_tmp"]
 
-    def test_nothing_created_means_no_log_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_nothing_created_means_no_log_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """An invocation that leaves /tmp as it found it logs nothing."""
 
         @guard(wipe_tmp=str(tmp_path))
