@@ -192,6 +192,12 @@ class Tmp(Rule):
     def governs(self, path: str) -> bool:
         return any(under(path, root) for root in self.roots)
 
+    def concerns(self, target: FileTarget) -> bool:
+        """Cheap pre-check: could this rule object to ``target`` at all?"""
+        if not target.write and self.access == WRITE:
+            return False
+        return any(self.governs(form) for form in target.forms())
+
     def permits(self, event: Event) -> bool:
         target = event.subject
         if not isinstance(target, FileTarget):
@@ -301,6 +307,10 @@ class HandlerSource(Rule):
         for form in self.roots:
             patterns.extend(_compile_globs(entries, source=source, base=form))
         self._allow = tuple(patterns)
+
+    def concerns(self, target: FileTarget) -> bool:
+        """Cheap pre-check: could this rule object to ``target`` at all?"""
+        return any(self.root_of(form) is not None for form in target.forms())
 
     def root_of(self, path: str) -> str | None:
         return next((root for root in self.roots if under(path, root)), None)

@@ -54,7 +54,7 @@ from lambdaguard import _internal
 from lambdaguard._frames import _is_machinery
 from lambdaguard.decide import decide, enforce
 from lambdaguard.policies.files import FileTarget
-from lambdaguard.policy import Active, Event, Mode
+from lambdaguard.policy import Active, Event, Mode, Rule
 from lambdaguard.scope import current
 from lambdaguard.sensors._patching import patch, proceed
 
@@ -80,12 +80,13 @@ _ST_RDONLY = getattr(os, "ST_RDONLY", 1)
 
 # --- path resolution ------------------------------------------------------------------------
 
-# Directory as written (absolute, unnormalised) -> its resolved path, kept only for
-# directories that contain no link and sit on a read-only file system: those cannot change
-# under us (in Lambda that is everything outside /tmp), so repeated opens in site-packages
-# or the task root cost a dict lookup and one lstat instead of a path walk.
-_dir_cache: dict[str, str] = {}
-_DIR_CACHE_LIMIT = 4096
+# Path as written (absolute, unnormalised) -> its resolved path, kept only for paths whose
+# resolution cannot change: a directory with no link in it on a read-only file system, and
+# the entries of such a directory that are not links (nothing can be created, removed or
+# replaced there). In Lambda that is everything outside /tmp, so repeated opens in
+# site-packages, the runtime or the task root cost one dict lookup instead of a path walk.
+_stable: dict[str, str] = {}
+_STABLE_LIMIT = 8192
 
 
 def fd_path(fd: int) -> str | None:
@@ -104,19 +105,28 @@ def _kernel_path(path: str) -> str | None:
     """
     if not _O_PATH:
         return os.path.realpath(path) if os.path.exists(path) else None
-    with _internal.own_work():
-        try:
-            fd = _os_open(path, _O_PATH | _O_CLOEXEC)
-        except (OSError, ValueError):
-            return None
-        try:
-            return fd_path(fd)
-        finally:
-            _os_close(fd)
+    # Our own open raises the "open" audit event: mark it quiet, as a patch would.
+    previous = _internal.set_quiet("open")
+    try:
+        fd = _os_open(path, _O_PATH | _O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    finally:
+        _internal.set_quiet(previous)
+    try:
+        return fd_path(fd)
+    finally:
+        _os_close(fd)
+
+
+def _remember(path: str, real: str) -> None:
+    if len(_stable) >= _STABLE_LIMIT:
+        _stable.clear()
+    _stable[path] = real
 
 
 def _real_dir(parent: str) -> str:
-    cached = _dir_cache.get(parent)
+    cached = _stable.get(parent)
     if cached is not None:
         return cached
     real = _kernel_path(parent)
@@ -125,9 +135,7 @@ def _real_dir(parent: str) -> str:
         # exists of it and keeps the rest as written.
         return os.path.realpath(parent)
     if real == os.path.normpath(parent) and _read_only(real):
-        if len(_dir_cache) >= _DIR_CACHE_LIMIT:
-            _dir_cache.clear()
-        _dir_cache[parent] = real
+        _remember(parent, real)
     return real
 
 
@@ -153,18 +161,26 @@ def _as_text(raw: object) -> str | int | None:
 
 
 def _resolve(joined: str, follow: bool, depth: int = 0) -> str:
+    cached = _stable.get(joined)
+    if cached is not None:
+        return cached
     stripped = joined.rstrip("/") or "/"
     parent, name = os.path.split(stripped)
     if name in ("", ".", ".."):
         return _kernel_path(stripped) or os.path.realpath(stripped)
     candidate = os.path.join(_real_dir(parent), name)
+    stable_parent = parent in _stable
     if not follow:
         return candidate  # the operation acts on the directory entry itself
     try:
         mode = _lstat(candidate).st_mode
     except (OSError, ValueError):
+        if stable_parent:
+            _remember(joined, candidate)  # nothing can be created in a read-only directory
         return candidate  # does not exist yet: it would be created right here
     if not stat.S_ISLNK(mode):
+        if stable_parent:
+            _remember(joined, candidate)
         return candidate
     followed = _kernel_path(candidate)
     if followed is not None:
@@ -277,7 +293,9 @@ def judge(
         return
     for policy in POLICIES:
         rules = active.rules.get(policy)
-        if rules is None:
+        # Most paths (site-packages, the runtime) are nowhere near /tmp or the task root:
+        # a prefix test per rule settles them before any event is built.
+        if rules is None or not any(_concerns(rule, target) for rule in rules):
             continue
         event = Event(policy, action, target.real, target, _details(raw, target, details))
         verdict = decide(event, rules)
@@ -286,6 +304,11 @@ def judge(
         if policy == HANDLER_SOURCE and _by_import_system(action):
             continue
         enforce(event, rules)
+
+
+def _concerns(rule: Rule, target: FileTarget) -> bool:
+    concerns = getattr(rule, "concerns", None)
+    return True if concerns is None else bool(concerns(target))
 
 
 def _details(

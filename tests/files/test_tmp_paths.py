@@ -83,6 +83,21 @@ class TestSpellings:
         assert caught.value.target == str(tmp_path / "p.txt")
         assert not (tmp_path / "p.txt").exists()
 
+    def test_directory_swapped_for_a_link_is_seen_at_once(
+        self, tmp_path: Path, outside_dir: Path
+    ) -> None:
+        """On a writable file system nothing is cached: a directory replaced by a link
+        into /tmp is judged by its new target on the very next call."""
+        (outside_dir / "sub").mkdir()
+        with guard(tmp="block"):
+            (outside_dir / "sub" / "first.txt").write_text("allowed")
+            (outside_dir / "sub" / "first.txt").unlink()
+            (outside_dir / "sub").rmdir()
+            (outside_dir / "sub").symlink_to(tmp_path)
+            with pytest.raises(FileViolation):
+                (outside_dir / "sub" / "second.txt").write_text("blocked")
+        assert not (tmp_path / "second.txt").exists()
+
     def test_proc_self_fd_of_a_tmp_directory_is_blocked(self, tmp_path: Path) -> None:
         """/proc/self/fd/N of a /tmp directory opened earlier still lands in /tmp."""
         fd = os.open(tmp_path, os.O_RDONLY)
