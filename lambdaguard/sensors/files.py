@@ -87,6 +87,7 @@ _ST_RDONLY = getattr(os, "ST_RDONLY", 1)
 # site-packages, the runtime or the task root cost one dict lookup instead of a path walk.
 _stable: dict[str, str] = {}
 _STABLE_LIMIT = 8192
+_VOLATILE = ("/proc/", "/dev/")  # pseudo file systems: their entries come and go
 
 
 def fd_path(fd: int) -> str | None:
@@ -134,7 +135,8 @@ def _real_dir(parent: str) -> str:
         # Missing directory: the operation will fail or create it; realpath resolves what
         # exists of it and keeps the rest as written.
         return os.path.realpath(parent)
-    if real == os.path.normpath(parent) and _read_only(real):
+    # Only a link-free directory qualifies (no link, so no /proc magic link, can retarget it).
+    if real == os.path.normpath(parent) and not real.startswith(_VOLATILE) and _read_only(real):
         _remember(parent, real)
     return real
 

@@ -68,6 +68,20 @@ result(str(data))
         assert SECRET not in outcome.stdout
         assert _blocked_reads(outcome) == [("read", "app.py")]
 
+    def test_the_authors_bytecode_is_source_too(self, task_root: Path) -> None:
+        """The compiled app.pyc in the task root's __pycache__ is as protected as app.py."""
+        outcome = in_task_root(
+            task_root,
+            """
+from importlib.util import cache_from_source
+try:
+    result(len(open(cache_from_source(app.__file__), "rb").read()))
+except PermissionError as error:
+    result(type(error).__name__)
+""",
+        )
+        assert outcome.result == "FileViolation"
+
     def test_shutil_copy_of_the_handler_writes_no_copy(
         self, task_root: Path, outside_dir: Path
     ) -> None:
@@ -260,6 +274,24 @@ result(text)
         after = run_scenario(code, env={"LAMBDA_TASK_ROOT": str(task_root)}, cwd=task_root)
         assert "g-secret" in after.result
         assert after.violations == []
+
+    def test_warning_shown_inside_the_guard_omits_the_source_line(self, task_root: Path) -> None:
+        """A warning raised in the author's code is displayed without its source line."""
+        (task_root / "warner.py").write_text(
+            "import warnings\ndef w():\n    warnings.warn('careful')  # w-secret\n"
+        )
+        outcome = in_task_root(task_root, "import warner\nwarner.w()\nresult('ok')")
+        assert outcome.result == "ok"
+        assert "UserWarning: careful" in outcome.stderr
+        assert "w-secret" not in outcome.stderr
+
+    def test_loader_get_code_is_allowed(self, task_root: Path) -> None:
+        """get_code returns the code object an import makes; it is not a source read."""
+        outcome = in_task_root(
+            task_root, "result(app.__loader__.get_code('app').co_filename.endswith('app.py'))"
+        )
+        assert outcome.result is True
+        assert outcome.violations == []
 
     def test_allow_listed_data_file_is_readable(self, task_root: Path) -> None:
         """HandlerSource(allow=["config/*.json"]) exempts that data file, not the code."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lambdaguard import ConfigError, FileViolation, Tmp, guard
+from lambdaguard.sensors import files
 from tests.files.conftest import run_scenario, violation_lines
 
 
@@ -160,6 +161,75 @@ class TestSpellings:
                 open(fd, "w", closefd=False)  # noqa: SIM115
         finally:
             os.close(fd)
+
+
+class TestRememberedResolutions:
+    @pytest.mark.usefixtures("restore_cwd")
+    def test_read_only_directories_are_remembered_but_proc_links_never(
+        self, tmp_path: Path, outside_dir: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With every file system read-only (as in Lambda outside /tmp), link-free
+        directories are remembered, while /proc/self/cwd still follows a chdir."""
+        monkeypatch.setattr(files, "_read_only", lambda path: True)
+        monkeypatch.setattr(files, "_stable", {})
+        os.chdir(outside_dir)
+        with guard(tmp="block"):
+            open("/proc/self/cwd/a.txt", "w").close()  # noqa: SIM115
+            (outside_dir / "b.txt").write_text("b")
+            os.chdir(tmp_path)
+            with pytest.raises(FileViolation):
+                open("/proc/self/cwd/c.txt", "w")  # noqa: SIM115
+        assert files._stable[str(outside_dir)] == str(outside_dir)
+        assert not any(key.startswith("/proc") for key in files._stable)
+        assert not (tmp_path / "c.txt").exists()
+
+
+class TestDetailsAndLimits:
+    def test_log_line_gives_the_path_as_written_and_the_descriptor(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """details carry path_as_written when it differs from the target, and fd."""
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        try:
+            with guard(tmp="block"):
+                with pytest.raises(FileViolation):
+                    open(f"/proc/self/root{tmp_path}/g", "w")  # noqa: SIM115
+                with pytest.raises(FileViolation):
+                    os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+        first, second = violation_lines(capsys.readouterr().out)
+        assert first["details"] == {
+            "path_as_written": f"/proc/self/root{tmp_path}/g",
+            "access": "write",
+        }
+        assert first["target"] == str(tmp_path / "g")
+        assert second["details"] == {"fd": fd, "access": "write"}
+
+    def test_opening_a_tmp_directory_descriptor_is_a_read(self, tmp_path: Path) -> None:
+        """A descriptor for a /tmp directory (a dir_fd base) cannot be had under block."""
+        with guard(tmp="block"), pytest.raises(FileViolation):
+            os.open(tmp_path, os.O_RDONLY)
+
+    def test_existence_checks_are_not_governed(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """os.stat and os.path.exists raise no audit event: they go ahead, unlogged."""
+        (tmp_path / "f").write_text("x")
+        with guard(tmp="block"):
+            assert os.path.exists(tmp_path / "f")
+            assert os.stat(tmp_path / "f").st_size == 1
+        assert capsys.readouterr().out == ""
+
+    def test_descriptor_opened_before_the_scope_is_not_rechecked(self, tmp_path: Path) -> None:
+        """Known limit: os.read/os.write on an earlier descriptor raise no event."""
+        fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT)
+        try:
+            with guard(tmp="block"):
+                os.write(fd, b"written")
+        finally:
+            os.close(fd)
+        assert (tmp_path / "f").read_bytes() == b"written"
 
 
 class TestAllowList:
