@@ -174,7 +174,7 @@ class TestRememberedResolutions:
         monkeypatch.setattr(files, "_stable", {})
         os.chdir(outside_dir)
         with guard(tmp="block"):
-            open("/proc/self/cwd/a.txt", "w").close()  # noqa: SIM115
+            open("/proc/self/cwd/a.txt", "w").close()
             (outside_dir / "b.txt").write_text("b")
             os.chdir(tmp_path)
             with pytest.raises(FileViolation):
