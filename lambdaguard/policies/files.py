@@ -324,7 +324,7 @@ class HandlerSource(Rule):
         first = rest.split("/", 1)[0]
         if not first:
             return True  # the task root directory itself (listing it lists the code)
-        return first not in dependency_names(os.path.realpath(root))
+        return first not in dependency_names(root)
 
     def permits(self, event: Event) -> bool:
         target = event.subject

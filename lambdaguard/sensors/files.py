@@ -399,12 +399,21 @@ def _getlines(
     if not isinstance(filename, str) or filename.startswith("<"):
         return wrapped(*args, **kwargs)  # "<string>", "<frozen ...>": not a file
     try:
-        judge(active, "linecache", filename, write=False)
+        # Only a block is decided here (lines may come from the cache, with no read); the
+        # read itself, if any, meets the audit hook, which reports it. Not proceed(): a
+        # relative name is looked up along sys.path, so the file read may not be the one
+        # judged here, and that read must not be quiet.
+        judge(active, "linecache", filename, write=False, only_block=True)
     except PermissionError:
         if _called_from(_SOFT_LINECACHE_CALLERS):
             return []
         raise
-    return proceed("open", wrapped, args, kwargs)
+    try:
+        return wrapped(*args, **kwargs)
+    except PermissionError:
+        if _called_from(_SOFT_LINECACHE_CALLERS):
+            return []
+        raise
 
 
 def _called_from(modules: frozenset[str]) -> bool:

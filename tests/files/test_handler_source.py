@@ -135,6 +135,26 @@ result(got)
         outcome = run_scenario(code, env={"LAMBDA_TASK_ROOT": str(task_root)}, cwd=task_root)
         assert outcome.result == "FileViolation"
 
+    def test_linecache_lookup_along_sys_path_is_judged_by_the_file_read(
+        self, task_root: Path
+    ) -> None:
+        """A bare name that linecache finds on sys.path is judged where it is read."""
+        code = (
+            "import os, sys, linecache\n"
+            "sys.path.insert(0, os.environ['LAMBDA_TASK_ROOT'])\n"
+            "os.chdir('/')\n"
+            "from lambdaguard import guard\n"
+            "with guard(handler_source='block'):\n"
+            "    try:\n"
+            "        result(linecache.getlines('app.py'))\n"
+            "    except PermissionError as error:\n"
+            "        result(type(error).__name__)\n"
+        )
+        outcome = run_scenario(code, env={"LAMBDA_TASK_ROOT": str(task_root)}, cwd=task_root)
+        assert outcome.result in ([], "FileViolation")
+        assert SECRET not in outcome.stdout
+        assert _blocked_reads(outcome) == [("read", "app.py")]
+
     def test_loader_get_source_is_a_read_not_an_import(self, task_root: Path) -> None:
         """Asking the module's loader for its source text is blocked like open()."""
         outcome = in_task_root(
