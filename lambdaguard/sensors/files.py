@@ -490,11 +490,14 @@ def _audit_two(
     action: str,
     *,
     src_write: bool,
+    src_follow: bool,
     src_dir_fd_at: int | None = None,
     dst_dir_fd_at: int | None = None,
     only_block: bool = False,
 ) -> AuditHandler:
     # (src, dst, ...): the destination is always written; the source is read or changed.
+    # ``src_follow``: whether the operation follows a link given as the source (link and
+    # copy do; rename and move act on the entry).
     def handler(args: tuple[Any, ...], active: Active) -> None:
         if not _in_force(active) or len(args) < 2:
             return
@@ -508,7 +511,7 @@ def _audit_two(
                 args[0],
                 write=src_write,
                 dir_fd=src_fd,
-                follow=not src_write,
+                follow=src_follow,
                 only_block=only_block,
                 details=details,
             )
@@ -566,14 +569,20 @@ def _audit_sqlite(args: tuple[Any, ...], active: Active) -> None:
     database = _as_text(args[0])
     if not isinstance(database, str) or database in ("", ":memory:"):
         return
-    if database.startswith("file:"):
-        # A URI (uri=True): the path sits between "file:" and "?"; mode=memory has none.
-        database, _, query = database[len("file:") :].partition("?")
-        if "mode=memory" in query or not database or database == ":memory:":
-            return
-        if database.startswith("//"):
-            database = "/" + database[2:].partition("/")[2]
+    # The event does not say whether uri=True was passed (and SQLite may be built to take
+    # URIs regardless), so a "file:" name is judged both as a literal path and as a URI.
     judge(active, "sqlite", database, write=True)
+    if database.startswith("file:"):
+        # The path sits between "file:" (and an optional //authority) and "?", and SQLite
+        # decodes %XX escapes in it; mode=memory opens no file.
+        path, _, query = database[len("file:") :].partition("?")
+        if path.startswith("//"):
+            path = "/" + path[2:].partition("/")[2]
+        from urllib.parse import unquote  # lazily: sensors install at cold start
+
+        path = unquote(path)
+        if "mode=memory" not in query and path and path != ":memory:":
+            judge(active, "sqlite", path, write=True)
 
 
 def _audit_mmap(args: tuple[Any, ...], active: Active) -> None:
@@ -591,7 +600,9 @@ def _audit_mmap(args: tuple[Any, ...], active: Active) -> None:
 AUDIT_HANDLERS: dict[str, AuditHandler] = {
     "open": _audit_open,
     "os.remove": _audit_path("remove", write=True, dir_fd_at=1, follow=False),
-    "os.rename": _audit_two("rename", src_write=True, src_dir_fd_at=2, dst_dir_fd_at=3),
+    "os.rename": _audit_two(
+        "rename", src_write=True, src_follow=False, src_dir_fd_at=2, dst_dir_fd_at=3
+    ),
     "os.mkdir": _audit_path("mkdir", write=True, dir_fd_at=2, follow=False),
     "os.rmdir": _audit_path("rmdir", write=True, dir_fd_at=1, follow=False),
     "os.listdir": _audit_path("list", write=False, dir_fd_at=None, follow=True),
@@ -599,7 +610,9 @@ AUDIT_HANDLERS: dict[str, AuditHandler] = {
     "os.chmod": _audit_path("chmod", write=True, dir_fd_at=2, follow=True),
     "os.chown": _audit_path("chown", write=True, dir_fd_at=3, follow=True),
     "os.truncate": _audit_path("truncate", write=True, dir_fd_at=None, follow=True),
-    "os.link": _audit_two("link", src_write=False, src_dir_fd_at=2, dst_dir_fd_at=3),
+    "os.link": _audit_two(
+        "link", src_write=True, src_follow=True, src_dir_fd_at=2, dst_dir_fd_at=3
+    ),
     "os.symlink": _audit_symlink,
     "os.utime": _audit_path("utime", write=True, dir_fd_at=3, follow=True),
     "os.setxattr": _audit_path("xattr", write=True, dir_fd_at=None, follow=True),
@@ -610,11 +623,11 @@ AUDIT_HANDLERS: dict[str, AuditHandler] = {
     "mmap.__new__": _audit_mmap,
     # High-level events: block early with a clear action; their low-level operations
     # report one by one in alert mode.
-    "shutil.copyfile": _audit_two("copy", src_write=False, only_block=True),
-    "shutil.copymode": _audit_two("copy", src_write=False, only_block=True),
-    "shutil.copystat": _audit_two("copy", src_write=False, only_block=True),
-    "shutil.copytree": _audit_two("copy", src_write=False, only_block=True),
-    "shutil.move": _audit_two("move", src_write=True, only_block=True),
+    "shutil.copyfile": _audit_two("copy", src_write=False, src_follow=True, only_block=True),
+    "shutil.copymode": _audit_two("copy", src_write=False, src_follow=True, only_block=True),
+    "shutil.copystat": _audit_two("copy", src_write=False, src_follow=True, only_block=True),
+    "shutil.copytree": _audit_two("copy", src_write=False, src_follow=True, only_block=True),
+    "shutil.move": _audit_two("move", src_write=True, src_follow=False, only_block=True),
     "shutil.rmtree": _audit_path("remove", write=True, dir_fd_at=1, follow=False, only_block=True),
     "shutil.chown": _audit_path("chown", write=True, dir_fd_at=None, follow=True, only_block=True),
     "shutil.make_archive": _audit_archive,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lambdaguard import FileViolation, Violation, guard
+from lambdaguard import FileViolation, Tmp, Violation, guard
 from tests.files.conftest import violation_lines
 
 
@@ -120,6 +120,20 @@ class TestOpening:
             sqlite3.connect(":memory:").close()
         assert not (tmp_path / "db.sqlite").exists()
 
+    def test_sqlite_uri_spellings_create_nothing(self, tmp_path: Path) -> None:
+        """file: URIs, with an authority or %-escapes, are judged by the path they name."""
+        escaped = str(tmp_path).replace("/tmp/", "/%74mp/", 1)
+        with guard(tmp="block"):
+            for name in (
+                f"file:{tmp_path}/a.db",
+                f"file://{tmp_path}/b.db",
+                f"file://localhost{tmp_path}/c.db?mode=rwc",
+                f"file:{escaped}/d.db",
+            ):
+                with pytest.raises(FileViolation):
+                    sqlite3.connect(name, uri=True)
+        assert list(tmp_path.iterdir()) == []
+
     def test_logging_file_handler_creates_no_log_file(self, tmp_path: Path) -> None:
         """logging.FileHandler (which keeps its own reference to open) is blocked."""
         with guard(tmp="block"), pytest.raises(FileViolation):
@@ -204,6 +218,19 @@ class TestChanging:
             with pytest.raises(FileViolation):
                 os.symlink(existing, tmp_path / "soft")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["existing.txt"]
+
+    def test_hard_link_to_a_tmp_file_elsewhere_is_a_write(
+        self, existing: Path, outside_dir: Path
+    ) -> None:
+        """Even with access="write", a second name for a /tmp file (through which it could
+        be changed) is refused, also when the source is a link pointing into /tmp."""
+        (outside_dir / "pointer").symlink_to(existing)
+        with guard(tmp=Tmp("block", access="write")):
+            with pytest.raises(FileViolation):
+                os.link(existing, outside_dir / "second-name")
+            with pytest.raises(FileViolation):
+                os.link(outside_dir / "pointer", outside_dir / "third-name")
+        assert sorted(p.name for p in outside_dir.iterdir()) == ["pointer"]
 
     def test_mkdir_makedirs_rmdir_change_no_directory(self, tmp_path: Path) -> None:
         """Directories under /tmp are neither created nor removed."""
