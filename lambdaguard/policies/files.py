@@ -68,6 +68,17 @@ def under(path: str, root: str) -> bool:
     return path == root or path.startswith(root + "/")
 
 
+class _Area:
+    """A set of root directories, tested with one C-level ``startswith`` (the hot path)."""
+
+    def __init__(self, roots: tuple[str, ...]) -> None:
+        self.roots = frozenset(roots)
+        self.prefixes = tuple("/" if root == "/" else root + "/" for root in roots)
+
+    def contains(self, path: str) -> bool:
+        return path.startswith(self.prefixes) or path in self.roots
+
+
 # --- allow-list globs -----------------------------------------------------------------------
 
 
@@ -187,16 +198,17 @@ class Tmp(Rule):
             raw = os.environ.get(ACCESS_VARIABLE)
             self.access = READ_WRITE if raw is None else _parse_access(raw, source=ACCESS_VARIABLE)
         self.roots = _roots("/tmp", _tempfile_dir())
+        self._area = _Area(self.roots)
         self._allow = _compile_globs(entries, source=source, base=None)
 
     def governs(self, path: str) -> bool:
-        return any(under(path, root) for root in self.roots)
+        return self._area.contains(path)
 
     def concerns(self, target: FileTarget) -> bool:
         """Cheap pre-check: could this rule object to ``target`` at all?"""
         if not target.write and self.access == WRITE:
             return False
-        return any(self.governs(form) for form in target.forms())
+        return self._area.contains(target.real) or self._area.contains(target.lexical)
 
     def permits(self, event: Event) -> bool:
         target = event.subject
@@ -303,6 +315,7 @@ class HandlerSource(Rule):
     def _compile(self, entries: tuple[str, ...], *, source: str) -> None:
         root = os.environ.get(TASK_ROOT_VARIABLE) or DEFAULT_TASK_ROOT
         self.roots = _roots(os.path.abspath(root))
+        self._area = _Area(self.roots)
         patterns: list[re.Pattern[str]] = []
         for form in self.roots:
             patterns.extend(_compile_globs(entries, source=source, base=form))
@@ -310,7 +323,7 @@ class HandlerSource(Rule):
 
     def concerns(self, target: FileTarget) -> bool:
         """Cheap pre-check: could this rule object to ``target`` at all?"""
-        return any(self.root_of(form) is not None for form in target.forms())
+        return self._area.contains(target.real) or self._area.contains(target.lexical)
 
     def root_of(self, path: str) -> str | None:
         return next((root for root in self.roots if under(path, root)), None)
@@ -332,3 +345,7 @@ class HandlerSource(Rule):
             return True
         governed = [form for form in target.forms() if self.is_authors(form)]
         return all(_matches(self._allow, form) for form in governed)
+
+
+# What the files sensors hold under the "tmp" and "handler_source" keywords.
+FileRule = Tmp | HandlerSource

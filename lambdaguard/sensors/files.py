@@ -48,12 +48,12 @@ import stat
 import sys
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 from lambdaguard import _internal
 from lambdaguard._frames import _is_machinery
 from lambdaguard.decide import decide, enforce
-from lambdaguard.policies.files import FileTarget
+from lambdaguard.policies.files import FileRule, FileTarget
 from lambdaguard.policy import Active, Event, Mode, Rule
 from lambdaguard.scope import current
 from lambdaguard.sensors._patching import patch, proceed
@@ -297,7 +297,7 @@ def judge(
         rules = active.rules.get(policy)
         # Most paths (site-packages, the runtime) are nowhere near /tmp or the task root:
         # a prefix test per rule settles them before any event is built.
-        if rules is None or not any(_concerns(rule, target) for rule in rules):
+        if rules is None or not _concerned(rules, target):
             continue
         event = Event(policy, action, target.real, target, _details(raw, target, details))
         verdict = decide(event, rules)
@@ -308,9 +308,12 @@ def judge(
         enforce(event, rules)
 
 
-def _concerns(rule: Rule, target: FileTarget) -> bool:
-    concerns = getattr(rule, "concerns", None)
-    return True if concerns is None else bool(concerns(target))
+def _concerned(rules: tuple[Rule, ...], target: FileTarget) -> bool:
+    for rule in rules:  # noqa: SIM110  (a plain loop: no generator object on the hot path)
+        # The registry only ever puts Tmp and HandlerSource rules under these keywords.
+        if cast(FileRule, rule).concerns(target):
+            return True
+    return False
 
 
 def _details(
