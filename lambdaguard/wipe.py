@@ -16,6 +16,7 @@ invocation (docs/files.md).
 
 from __future__ import annotations
 
+import contextvars
 import os
 import shutil
 import stat
@@ -144,17 +145,31 @@ def _measure(path: str) -> tuple[int, int, int]:
     return files, directories, total
 
 
+# Roots already being wiped around the current invocation in this context: a guarded
+# helper called from a guarded handler must not wipe files the handler still needs; the
+# outermost call's wipe covers everything the invocation created.
+_wiping: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "lambdaguard_wiping", default=frozenset()
+)
+
+
 @contextmanager
 def around_invocation(root: str | None) -> Iterator[None]:
-    """Snapshot ``root`` before the block and wipe what the block created after it."""
-    if root is None:
+    """Snapshot ``root`` before the block and wipe what the block created after it.
+
+    Only the outermost guarded call wipes a given root; nested ones share its wipe.
+    """
+    outer = _wiping.get()
+    if root is None or root in outer:
         yield
         return
     with _internal.own_work():
         before = snapshot(root)
+    token = _wiping.set(outer | {root})
     try:
         yield
     finally:
+        _wiping.reset(token)
         with _internal.own_work():
             try:
                 removal = wipe(root, before)

@@ -76,6 +76,22 @@ class TestWarmInvocations:
         assert asyncio.run(handler({}, None)) == "done"
         assert list(tmp_path.iterdir()) == []
 
+    def test_nested_guarded_helper_leaves_the_wipe_to_the_handler(self, tmp_path: Path) -> None:
+        """A guarded helper's files survive until the outermost handler returns."""
+
+        @guard(wipe_tmp=str(tmp_path))
+        def download() -> Path:
+            target = tmp_path / "download.bin"
+            target.write_bytes(b"data")
+            return target
+
+        @guard(wipe_tmp=str(tmp_path))
+        def handler(event: object, context: object) -> bytes:
+            return download().read_bytes()
+
+        assert handler({}, None) == b"data"
+        assert list(tmp_path.iterdir()) == []
+
     def test_changed_old_file_is_kept(self, tmp_path: Path) -> None:
         """A file that existed before is left, even if the invocation changed it."""
         (tmp_path / "state.db").write_text("v1")
