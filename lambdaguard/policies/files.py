@@ -16,7 +16,8 @@ Allow-list entries are path globs (docs/files.md has the table)::
 What counts as the author's code (``handler_source``): every file under the task root
 (``LAMBDA_TASK_ROOT``, default ``/var/task``) except the top-level entries that an
 installed distribution claims in its ``*.dist-info/RECORD`` (what ``pip install -t .``
-writes), and the ``*.dist-info`` directories themselves. Bundled dependencies read their
+writes), and the ``*.dist-info`` directories themselves. The handler's own module or
+package (from Lambda's ``_HANDLER``) is always the author's code. Bundled dependencies read their
 own data files (botocore does, to build a client); those reads are theirs, not a read of
 the function's source.
 """
@@ -41,6 +42,7 @@ ACCESS_VALUES = (READ_WRITE, WRITE)
 ACCESS_VARIABLE = "LAMBDAGUARD_TMP_ACCESS"
 
 TASK_ROOT_VARIABLE = "LAMBDA_TASK_ROOT"
+HANDLER_VARIABLE = "_HANDLER"  # Lambda's own: "app.handler", "pkg.module.fn", "dir/app.fn"
 DEFAULT_TASK_ROOT = "/var/task"
 
 GLOB_HELP = (
@@ -300,6 +302,17 @@ def _scan_distributions(root: str) -> set[str]:
     return found
 
 
+def handler_entries(handler: str) -> frozenset[str]:
+    """The task-root entries holding the handler module named by ``_HANDLER``.
+
+    They are the author's code even when a distribution claims them (``pip install -t .``
+    of the function's own project writes a RECORD for it too).
+    """
+    module = handler.rpartition(".")[0]
+    first = re.split(r"[./]", module, maxsplit=1)[0] if module else ""
+    return frozenset({first, first + ".py"}) if first else frozenset()
+
+
 @register
 class HandlerSource(Rule):
     """The ``handler_source`` policy: reading the function's own code other than by import.
@@ -315,6 +328,7 @@ class HandlerSource(Rule):
     def _compile(self, entries: tuple[str, ...], *, source: str) -> None:
         root = os.environ.get(TASK_ROOT_VARIABLE) or DEFAULT_TASK_ROOT
         self.roots = _roots(os.path.abspath(root))
+        self.handler_entries = handler_entries(os.environ.get(HANDLER_VARIABLE, ""))
         self._area = _Area(self.roots)
         patterns: list[re.Pattern[str]] = []
         for form in self.roots:
@@ -335,8 +349,9 @@ class HandlerSource(Rule):
             return False
         rest = path[len(root) :].lstrip("/")
         first = rest.split("/", 1)[0]
-        if not first:
-            return True  # the task root directory itself (listing it lists the code)
+        if not first or first in self.handler_entries:
+            # The task root itself (listing it lists the code), or the handler's module.
+            return True
         return first not in dependency_names(root)
 
     def permits(self, event: Event) -> bool:

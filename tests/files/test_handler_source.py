@@ -203,6 +203,37 @@ result(got)
         assert outcome.result == ["FileViolation"] * 3
 
 
+class TestWhatIsTheAuthors:
+    def test_handler_module_stays_protected_when_a_distribution_claims_it(
+        self, tmp_path: Path
+    ) -> None:
+        """`pip install -t .` of the function's own project claims app.py in a RECORD;
+        the module Lambda's _HANDLER names is the author's code all the same."""
+        root = tmp_path / "root"
+        root.mkdir()
+        (root / "app.py").write_text(f'SECRET = "{SECRET}"\n')
+        (root / "helper.py").write_text("X = 1\n")
+        dist = root / "myfunction-1.0.dist-info"
+        dist.mkdir()
+        (dist / "RECORD").write_text("app.py,,\nhelper.py,,\nmyfunction-1.0.dist-info/RECORD,,\n")
+        code = (
+            "from lambdaguard import guard\n"
+            "got = []\n"
+            "with guard(handler_source='block'):\n"
+            "    for name in ('app.py', 'helper.py'):\n"
+            "        try:\n"
+            "            got.append(open(name).read())\n"
+            "        except PermissionError as error:\n"
+            "            got.append(type(error).__name__)\n"
+            "result(got)\n"
+        )
+        outcome = run_scenario(
+            code, env={"LAMBDA_TASK_ROOT": str(root), "_HANDLER": "app.handler"}, cwd=root
+        )
+        assert outcome.result == ["FileViolation", "X = 1\n"]
+        assert SECRET not in outcome.stdout
+
+
 class TestImportsKeepWorking:
     def test_boto3_client_and_lazy_imports_work_inside_a_guarded_handler(
         self, task_root: Path
