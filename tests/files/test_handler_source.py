@@ -50,6 +50,8 @@ class TestReadingIsBlocked:
             "open('/proc/self/root' + app.__file__).read()",
             "open('/proc/self/cwd/app.py').read()",
             "open('pkg/../app.py').read()",
+            "__import__('io').open_code(app.__file__).read()",
+            "app.__loader__.get_data(app.__file__)",
         ],
     )
     def test_direct_reads_of_the_handler_return_nothing(self, task_root: Path, read: str) -> None:
