@@ -206,6 +206,21 @@ class TestDetailsAndLimits:
         assert first["target"] == str(tmp_path / "g")
         assert second["details"] == {"fd": fd, "access": "write"}
 
+    def test_two_path_operations_name_source_and_destination(
+        self, tmp_path: Path, outside_dir: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A rename's line carries both paths, whichever of them is the governed one."""
+        (outside_dir / "src").write_text("x")
+        with guard(tmp="block"), pytest.raises(FileViolation):
+            os.rename(outside_dir / "src", tmp_path / "dst")
+        (line,) = violation_lines(capsys.readouterr().out)
+        assert (line["action"], line["target"]) == ("rename", str(tmp_path / "dst"))
+        assert line["details"] == {
+            "source": str(outside_dir / "src"),
+            "destination": str(tmp_path / "dst"),
+            "access": "write",
+        }
+
     def test_opening_a_tmp_directory_descriptor_is_a_read(self, tmp_path: Path) -> None:
         """A descriptor for a /tmp directory (a dir_fd base) cannot be had under block."""
         with guard(tmp="block"), pytest.raises(FileViolation):
