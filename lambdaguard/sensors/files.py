@@ -467,11 +467,39 @@ def _audit_open(args: tuple[Any, ...], active: Active) -> None:
     flags = _arg(args, 2)
     flags = flags if isinstance(flags, int) else 0
     write = bool(flags & _WRITE_FLAGS)
+    action, follow = ("write" if write else "read"), not flags & _O_NOFOLLOW
     # The event carries no dir_fd: a relative path is taken from the current directory.
-    # The os.open patch, which sees dir_fd, has already decided calls made through it.
-    judge(
-        active, "write" if write else "read", args[0], write=write, follow=not flags & _O_NOFOLLOW
-    )
+    # The os.open patch, which sees dir_fd, has already decided calls made through it, so
+    # a relative path seen only here came by another route (io.FileIO with an opener, an
+    # os.open reference taken before the patch) and may be relative to any open directory.
+    # Opening a /tmp directory is a read, so only a write-only tmp rule lets one be open:
+    # then the write is judged against each open directory descriptor under /tmp too.
+    judge(active, action, args[0], write=write, follow=follow)
+    if write and TMP in active.rules and _is_relative(args[0]):
+        for fd in _open_directory_fds():
+            judge(active, action, args[0], write=write, dir_fd=fd, follow=follow)
+
+
+def _is_relative(raw: object) -> bool:
+    text = _as_text(raw)
+    return isinstance(text, str) and bool(text) and not text.startswith("/")
+
+
+def _open_directory_fds(limit: int = 256) -> list[int]:
+    """Descriptors of this process that are open on a directory (Linux /proc/self/fd)."""
+    found: list[int] = []
+    with _internal.own_work():
+        try:
+            names = os.listdir("/proc/self/fd")
+        except OSError:
+            return found
+        for name in names[:limit]:
+            try:
+                if stat.S_ISDIR(os.stat(int(name)).st_mode):
+                    found.append(int(name))
+            except (OSError, ValueError):
+                continue
+    return found
 
 
 def _audit_path(

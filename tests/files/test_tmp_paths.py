@@ -127,6 +127,25 @@ class TestSpellings:
             os.close(fd)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["victim"]
 
+    def test_dir_fd_through_an_unpatched_opener_is_still_judged_in_tmp(
+        self, tmp_path: Path
+    ) -> None:
+        """Write-only mode lets a /tmp directory be opened; a write relative to it through
+        an os.open taken before the patch (seen only by the audit hook) is still refused."""
+        import functools
+        import io
+
+        from lambdaguard.sensors import files
+
+        original_os_open = files._os_open  # what code that captured os.open early holds
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            with guard(tmp=Tmp("block", access="write")), pytest.raises(FileViolation):
+                io.FileIO("sneaky.txt", "w", opener=functools.partial(original_os_open, dir_fd=fd))
+        finally:
+            os.close(fd)
+        assert not (tmp_path / "sneaky.txt").exists()
+
     def test_bytes_and_pathlike_paths_are_judged(self, tmp_path: Path) -> None:
         """bytes paths and os.PathLike objects are decoded the way the OS call does."""
 
