@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from lambdaguard import report
+from lambdaguard import report, wipe
 from lambdaguard.environment import build_policy, build_relaxation, read_positive_int
 from lambdaguard.policy import Active, Mode, Policy, Rule, merge
 
@@ -228,6 +228,11 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
     logger:
         An ``aws_lambda_powertools.Logger`` to write violation lines through, instead of
         lambdaguard's own powertools-shaped JSON writer.
+    wipe_tmp:
+        ``True``: after each call of the decorated handler (also when it raises), remove
+        what that call created under /tmp and keep what was there before; one log line
+        summarises it (docs/files.md). An absolute path wipes that directory instead.
+        Only for the decorator: a with-block is not an invocation.
 
     Example::
 
@@ -246,6 +251,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         subprocess: PolicyValue = None,
         handler_source: PolicyValue = None,
         logger: Any = None,
+        wipe_tmp: bool | str | os.PathLike[str] = False,
         **policies: PolicyValue,
     ) -> None:
         arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
@@ -254,6 +260,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         self._report_limit = read_positive_int(
             os.environ, "LAMBDAGUARD_REPORT_LIMIT", report.DEFAULT_LIMIT
         )
+        self._wipe_root = wipe.root_for(wipe_tmp)
 
     @property
     def policy(self) -> Policy:
@@ -324,7 +331,11 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
 
             @functools.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
-                with report.invocation(args, self._report_limit), self:
+                with (
+                    report.invocation(args, self._report_limit),
+                    wipe.around_invocation(self._wipe_root),
+                    self,
+                ):
                     return await fn(*args, **kwargs)
 
             async_guarded.guard = self  # type: ignore[attr-defined]
@@ -332,7 +343,11 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
 
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            with report.invocation(args, self._report_limit), self:
+            with (
+                report.invocation(args, self._report_limit),
+                wipe.around_invocation(self._wipe_root),
+                self,
+            ):
                 return fn(*args, **kwargs)
 
         guarded.guard = self  # type: ignore[attr-defined]
