@@ -20,16 +20,18 @@ applies, so code inside a blocked scope gains nothing by opening ``guard(network
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from lambdaguard import report, wipe
-from lambdaguard.environment import build_policy, build_relaxation, read_positive_int
+from lambdaguard import report
+from lambdaguard.environment import build_policy, build_relaxation, read_flag, read_positive_int
+from lambdaguard.errors import ConfigError
 from lambdaguard.policy import Active, Mode, Policy, Rule, merge
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -232,7 +234,8 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         ``True``: after each call of the decorated handler (also when it raises), remove
         what that call created under /tmp and keep what was there before; one log line
         summarises it (docs/files.md). An absolute path wipes that directory instead.
-        Only for the decorator: a with-block is not an invocation.
+        Not given: ``LAMBDAGUARD_WIPE_TMP`` decides. Only for the decorator: a with-block
+        is not an invocation, and ``with guard(wipe_tmp=True)`` is a ConfigError.
 
     Example::
 
@@ -251,7 +254,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         subprocess: PolicyValue = None,
         handler_source: PolicyValue = None,
         logger: Any = None,
-        wipe_tmp: bool | str | os.PathLike[str] = False,
+        wipe_tmp: bool | str | os.PathLike[str] | None = None,
         **policies: PolicyValue,
     ) -> None:
         arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
@@ -260,7 +263,10 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         self._report_limit = read_positive_int(
             os.environ, "LAMBDAGUARD_REPORT_LIMIT", report.DEFAULT_LIMIT
         )
-        self._wipe_root = wipe.root_for(wipe_tmp)
+        self._wipe_in_code = wipe_tmp not in (None, False)
+        if wipe_tmp is None:
+            wipe_tmp = _wipe_setting(os.environ.get("LAMBDAGUARD_WIPE_TMP"))
+        self._wipe_root = _wipe_root_for(wipe_tmp)
 
     @property
     def policy(self) -> Policy:
@@ -274,6 +280,15 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
     # -- context manager --
 
     def __enter__(self) -> guard:
+        if self._wipe_in_code:
+            raise ConfigError(
+                f"guard(wipe_tmp=...) wipes after each call of a decorated handler; a "
+                f"with-block has no invocation to wipe after; accepted: @guard(wipe_tmp=...) "
+                f"on the handler, or no wipe_tmp in {self!r}."
+            )
+        return self._enter()
+
+    def _enter(self) -> guard:
         _activate_sensors(self._policy)
         parent = _scope.get()
         if parent is None:
@@ -299,6 +314,15 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         tb: TracebackType | None,
     ) -> None:
         _pop(self, "guard")
+
+    @contextlib.contextmanager
+    def _entered(self) -> Iterator[guard]:
+        # The decorator's way in: like `with self`, minus the with-block-only checks.
+        self._enter()
+        try:
+            yield self
+        finally:
+            self.__exit__(None, None, None)
 
     async def __aenter__(self) -> guard:
         return self.__enter__()
@@ -333,8 +357,8 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
                 with (
                     report.invocation(args, self._report_limit),
-                    wipe.around_invocation(self._wipe_root),
-                    self,
+                    _wiping(self._wipe_root),
+                    self._entered(),
                 ):
                     return await fn(*args, **kwargs)
 
@@ -345,8 +369,8 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         def guarded(*args: Any, **kwargs: Any) -> Any:
             with (
                 report.invocation(args, self._report_limit),
-                wipe.around_invocation(self._wipe_root),
-                self,
+                _wiping(self._wipe_root),
+                self._entered(),
             ):
                 return fn(*args, **kwargs)
 
@@ -371,6 +395,41 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         """
         arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
         return _Relaxation(self, build_relaxation(arguments, caller="guard.relaxed"))
+
+
+def _wipe_setting(raw: str | None) -> bool | str:
+    """LAMBDAGUARD_WIPE_TMP: a boolean, or the absolute path of the directory to wipe."""
+    if raw is not None and raw.strip().startswith("/"):
+        return raw.strip()
+    try:
+        return read_flag(
+            {} if raw is None else {"LAMBDAGUARD_WIPE_TMP": raw}, "LAMBDAGUARD_WIPE_TMP"
+        )
+    except ConfigError:
+        raise ConfigError(
+            f"LAMBDAGUARD_WIPE_TMP={raw!r} is neither a boolean nor an absolute path; "
+            "accepted: true, false, 1, 0, yes, no, or /absolute/directory."
+        ) from None
+
+
+def _wipe_root_for(value: object) -> str | None:
+    # lambdaguard.wipe is imported only by guards that wipe: import lambdaguard stays cheap.
+    if value is None or value is False:
+        return None
+    from lambdaguard import wipe
+
+    return wipe.root_for(value)
+
+
+_NO_WIPE = contextlib.nullcontext()
+
+
+def _wiping(root: str | None) -> contextlib.AbstractContextManager[None]:
+    if root is None:
+        return _NO_WIPE
+    from lambdaguard import wipe
+
+    return wipe.around_invocation(root)
 
 
 _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
