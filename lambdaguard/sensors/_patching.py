@@ -7,6 +7,9 @@ behaviour (a patched method still binds like a method), which a plain closure wo
 
 from __future__ import annotations
 
+import functools
+import importlib
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +20,38 @@ def patch(owner: object, attribute: str, wrapper: Callable[..., Any]) -> None:
     """Wrap ``owner.attribute`` (dotted for class attributes, e.g. ``"socket.connect"``)."""
     import wrapt
 
-    wrapt.wrap_function_wrapper(owner, attribute, wrapper)
+    parent, name, original = wrapt.resolve_path(owner, attribute)
+    patched = _wrapper_class()(original, wrapper)
+    # Where the patch lives, so that the patched function pickles by that name.
+    if isinstance(owner, types.ModuleType):
+        patched._self_where = (owner.__name__, attribute)
+    else:
+        owner_type: Any = owner
+        patched._self_where = (owner_type.__module__, f"{owner_type.__qualname__}.{attribute}")
+    wrapt.apply_patch(parent, name, patched)
+
+
+def lookup(module: str, path: str) -> Any:
+    """What ``module.path`` is in this process: the unpickling side of a patched function."""
+    found: Any = importlib.import_module(module)
+    for part in path.split("."):
+        found = getattr(found, part)
+    return found
+
+
+@functools.cache
+def _wrapper_class() -> type:
+    import wrapt
+
+    class PicklableFunctionWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+        # wrapt's proxies refuse to pickle. A patched function must still pickle as the
+        # function it stands for (pool.submit(os.remove, path), multiprocessing targets):
+        # by the name it was patched under, so the receiving process gets its own
+        # os.remove, patched or not.
+        def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+            return (lookup, self._self_where)
+
+    return PicklableFunctionWrapper
 
 
 def register_post_import(module_name: str, hook: Callable[[Any], None]) -> None:

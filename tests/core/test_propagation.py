@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import random
+import socket
+import stat
 import threading
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +195,27 @@ class TestAsyncio:
                 assert mine == ["blocked" if (index + r) % 2 else "connected" for r in range(20)]
             assert len(results) == 16
             assert listener.wait_for(160) == 160
+
+
+class TestPatchedFunctionsStillPickle:
+    def test_patched_functions_cross_a_process_pool(self, tmp_path: Path) -> None:
+        """pool.submit(os.mkfifo, path) and friends work after lambdaguard patched them."""
+        from lambdaguard.sensors import ensure_installed
+
+        ensure_installed()
+        fifo = tmp_path / "fifo"
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            pool.submit(os.mkfifo, fifo).result(30)
+            infos = pool.submit(socket.getaddrinfo, "127.0.0.1", 80).result(30)
+        assert stat.S_ISFIFO(fifo.stat().st_mode)
+        assert infos[0][4][0] == "127.0.0.1"
+
+    def test_a_patched_function_unpickles_as_that_process_own(self) -> None:
+        """A patched function pickles by name: the receiving side gets its own os.remove."""
+        import pickle
+
+        from lambdaguard.sensors import ensure_installed
+
+        ensure_installed()
+        for function in (os.remove, socket.getaddrinfo, open):
+            assert pickle.loads(pickle.dumps(function)) is function
