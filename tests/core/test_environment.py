@@ -204,3 +204,19 @@ class TestBadValues:
             @guard(network="block")
             def handler() -> None:
                 pass
+
+
+def test_every_accepted_variable_is_documented() -> None:
+    """docs/environment.md lists every LAMBDAGUARD_* name lambdaguard accepts, and no other."""
+    import re
+    from pathlib import Path
+
+    from lambdaguard.environment import known_variables
+
+    doc = (Path(__file__).parents[2] / "docs" / "environment.md").read_text()
+    documented = set(re.findall(r"`(LAMBDAGUARD_[A-Z_]+)`", doc))
+    documented.discard("LAMBDAGUARD_")
+    policy_rows = {"LAMBDAGUARD_<POLICY>_ALLOW"}
+    accepted = {name for name in known_variables() if not name.endswith("_ALLOW")}
+    assert accepted <= documented
+    assert documented - accepted <= policy_rows
