@@ -74,12 +74,10 @@ def proceed(
     The original raises the same audit event on its way into C; marking it quiet keeps
     one operation from being decided and reported twice. ``same(audit_args)`` says which
     event is that operation's own: pass it whenever user code can run inside the original
-    before its audit event (see ``_internal.quiet_matches``).
+    before its audit event (see ``_internal.is_quiet``).
     """
-    previous = _internal.set_quiet(audit_event)
-    previous_same = _internal.set_quiet_match(same)
+    previous = _internal.set_quiet(audit_event, same)
     try:
         return wrapped(*args, **kwargs)
     finally:
-        _internal.set_quiet(previous)
-        _internal.set_quiet_match(previous_same)
+        _internal.restore_quiet(previous)

@@ -46,12 +46,19 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     handler = _handlers.get(event)
     if handler is None:
         return
-    if (_internal.quiet_event() == event and _internal.quiet_matches(args)) or _internal.busy():
+    if _internal.busy() or _internal.is_quiet(event, args):
         return
     active = current()
     if active is None:
         return
-    handler(args, active)
+    # The handler's own work (resolving a path opens it with O_PATH, reporting writes a
+    # line) raises audit events too; marked busy, the hook lets them through instead of
+    # judging them again, so a handler can never recurse into itself.
+    outer = _internal.mark_busy()
+    try:
+        handler(args, active)
+    finally:
+        _internal.restore_busy(outer)
 
 
 def install(modules: Iterable[ModuleType]) -> None:

@@ -113,7 +113,7 @@ def _kernel_path(path: str) -> str | None:
     except (OSError, ValueError):
         return None
     finally:
-        _internal.set_quiet(previous)
+        _internal.restore_quiet(previous)
     try:
         return fd_path(fd)
     finally:
