@@ -63,13 +63,11 @@ def show(title: str, step: Callable[[], object]) -> None:
         body = json.loads(line)["lambdaguard"]
         if body["event"] == "violation":
             where = os.path.basename(body["location"])
-            print(
-                f"  -> {body['mode']:<5} {body['policy']} {body['action']} {body['target']}  ({where})"
-            )
+            what = f"{body['policy']} {body['action']} {body['target']}"
+            print(f"  -> {body['mode']:<5} {what}  ({where})")
         elif body["event"] == "suppressed":
-            print(
-                f"  -> summary: {body['suppressed']} more {body['policy']} {body['mode']} lines suppressed"
-            )
+            kind = f"{body['policy']} {body['mode']}"
+            print(f"  -> summary: {body['suppressed']} more {kind} lines suppressed")
     print(f"  result: {result}", flush=True)
 
 
