@@ -22,12 +22,11 @@ import _thread
 import contextvars
 import threading
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any
 
 from lambdaguard.policy import Policy
 from lambdaguard.scope import ScopeState, _scope, current_state
-from lambdaguard.sensors._patching import patch
+from lambdaguard.sensors._patching import patch, register_post_import
 
 
 def _in_scope() -> bool:
@@ -143,6 +142,15 @@ def install() -> None:
             return
         patch(threading, "Thread.start", _thread_start)
         patch(_thread, "start_new_thread", _start_new_thread)
-        patch(futures.ThreadPoolExecutor, "submit", _thread_pool_submit)
-        patch(futures.ProcessPoolExecutor, "submit", _process_pool_submit)
+        # Patched when first imported (now, if they already are): importing
+        # concurrent.futures.process just to patch it would pull multiprocessing, pickle
+        # and logging into every cold start, about 30 ms.
+        register_post_import(
+            "concurrent.futures.thread",
+            lambda module: patch(module, "ThreadPoolExecutor.submit", _thread_pool_submit),
+        )
+        register_post_import(
+            "concurrent.futures.process",
+            lambda module: patch(module, "ProcessPoolExecutor.submit", _process_pool_submit),
+        )
         _installed = True

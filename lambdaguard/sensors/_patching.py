@@ -43,7 +43,7 @@ def lookup(module: str, path: str) -> Any:
 def _wrapper_class() -> type:
     import wrapt
 
-    class PicklableFunctionWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    class PicklableFunctionWrapper(wrapt.FunctionWrapper):  # type: ignore[misc]
         # wrapt's proxies refuse to pickle. A patched function must still pickle as the
         # function it stands for (pool.submit(os.remove, path), multiprocessing targets):
         # by the name it was patched under, so the receiving process gets its own
