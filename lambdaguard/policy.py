@@ -15,7 +15,7 @@ an operation goes ahead unreported only if every non-allow layer allow-lists it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from lambdaguard.errors import ConfigError
@@ -235,10 +235,12 @@ class Active:
     which is what the sensors' fast path tests.
     """
 
-    __slots__ = ("rules",)
+    __slots__ = ("allowed", "rules")
 
     def __init__(self, rules: Mapping[str, tuple[Rule, ...]]) -> None:
         self.rules = rules
+        # Memo of operations these rules allowed (see decide.remember_allowed).
+        self.allowed: dict[Hashable, bool] = {}
 
 
 def merge(layers: Iterable[Policy]) -> Active | None:

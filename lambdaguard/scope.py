@@ -89,9 +89,28 @@ class ScopeState:
                 for owner, policy in _baseline_layers
             ]
             # Benign race: two threads sharing this state may both compute; same result.
-            self._active = merge([*base, *(policy for _, policy in self.layers)])
+            self._active = _merged((*base, *(policy for _, policy in self.layers)))
             self._version = version
         return self._active
+
+
+# Merged views by the exact layers they merge. A decorated handler enters a new ScopeState
+# on every invocation; reusing the Active of the same layers keeps the merge off the
+# per-invocation path and keeps each Active's memo of allowed operations warm (decide.py).
+_MERGED_LIMIT = 256
+_merged_cache: dict[tuple[Policy, ...], Active | None] = {}
+
+
+def _merged(layers: tuple[Policy, ...]) -> Active | None:
+    try:
+        return _merged_cache[layers]
+    except KeyError:
+        pass
+    active = merge(layers)
+    if len(_merged_cache) >= _MERGED_LIMIT:
+        _merged_cache.clear()
+    _merged_cache[layers] = active
+    return active
 
 
 _scope: contextvars.ContextVar[ScopeState | None] = contextvars.ContextVar(

@@ -46,10 +46,8 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     handler = _handlers.get(event)
     if handler is None:
         return
-    if _internal.busy() or _internal.is_quiet(event, args):
-        return
     active = current()
-    if active is None:
+    if active is None or _internal.is_quiet(event, args) or _internal.busy():
         return
     # The handler's own work (resolving a path opens it with O_PATH, reporting writes a
     # line) raises audit events too; marked busy, the hook lets them through instead of

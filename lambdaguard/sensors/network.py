@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, SupportsIndex, cast
 
 from lambdaguard import _internal
-from lambdaguard.decide import blocked, check, enforce
+from lambdaguard.decide import allowed_before, blocked, check, enforce, remember_allowed
 from lambdaguard.errors import Violation
 from lambdaguard.policies.network import NetworkTarget, parse_ip, remember_resolution
 from lambdaguard.policy import Active, Event, Mode, Rule
@@ -88,6 +88,10 @@ def _exact(value: object) -> object:
     kind = type(value)
     if kind is str or kind is bytes or kind is int or value is None:
         return value
+    if kind is tuple:
+        pair = cast(tuple[object, ...], value)
+        if len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is int:
+            return value  # the common (host, port): nothing to copy
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, int):
@@ -210,19 +214,32 @@ def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> W
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        rules = _rules()
-        if rules is None or instance is None:
+        active = current()
+        if active is None or instance is None:
+            return wrapped(*args, **kwargs)
+        rules = active.rules.get(POLICY)
+        if rules is None or _internal.busy():
             return wrapped(*args, **kwargs)
         position = _address_position(action, args)
         if position is None:
             return proceed(audit_event, wrapped, args, kwargs, same=lambda a: a[0] is instance)
-        address = _exact(args[position])
-        args = (*args[:position], address, *args[position + 1 :])
-        event = _event(action, address_target(real_family(instance), address))
-        if check(event, rules) is Mode.BLOCK:
-            if close_on_block:
-                instance.close()
-            raise blocked(event)
+        given = args[position]
+        address = _exact(given)
+        if address is not given:
+            args = (*args[:position], address, *args[position + 1 :])
+        family = real_family(instance)
+        # IP families only: a unix path is made absolute against the working directory,
+        # which can change, so its verdict is not a function of the key alone.
+        key = (action, family, address) if family in _IP_FAMILIES else None
+        if key is None or not allowed_before(active, key):
+            event = _event(action, address_target(family, address))
+            verdict = check(event, rules)
+            if verdict is Mode.BLOCK:
+                if close_on_block:
+                    instance.close()
+                raise blocked(event)
+            if verdict is Mode.ALLOW and key is not None:
+                remember_allowed(active, key)
         return proceed(
             audit_event,
             wrapped,
@@ -232,6 +249,10 @@ def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> W
         )
 
     return wrapper
+
+
+_IP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
+_EXACT_TYPES = frozenset({str, bytes, int, type(None)})
 
 
 def _address_position(action: str, args: tuple[Any, ...]) -> int | None:
@@ -263,18 +284,28 @@ def _listen(
 def _getaddrinfo(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    rules = _rules()
-    if rules is None:
+    active = current()
+    rules = active.rules.get(POLICY) if active is not None else None
+    if rules is None or active is None or _internal.busy():
         return wrapped(*args, **kwargs)
     args, kwargs = _exact_arguments(args, kwargs, ("host", "port"))
     host = args[0] if args else kwargs.get("host")
     port = args[1] if len(args) > 1 else kwargs.get("port")
-    event = _lookup_event(host, port)
-    if event is not None:
-        enforce(event, rules)
+    # The memo key is the exact host as given: a lookup's verdict ignores the port.
+    key = ("resolve", host) if type(host) is str else None
+    looked_up = key is not None and allowed_before(active, key)
+    if not looked_up:
+        event = _lookup_event(host, port)
+        if event is not None:
+            looked_up = True
+            verdict = check(event, rules)
+            if verdict is Mode.BLOCK:
+                raise blocked(event)
+            if verdict is Mode.ALLOW and key is not None:
+                remember_allowed(active, key)
     result = proceed("socket.getaddrinfo", wrapped, args, kwargs, same=lambda a: a[0] is host)
-    if event is not None:
-        remember_resolution(_looked_up_name(host), [str(info[4][0]) for info in result])
+    if looked_up:
+        remember_resolution(_looked_up_name(host), {str(info[4][0]) for info in result})
     return result
 
 
@@ -282,6 +313,8 @@ def _exact_arguments(
     args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, ...]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The first ``len(names)`` arguments, positional or by keyword, made exact."""
+    if not kwargs and all(type(a) in _EXACT_TYPES for a in args[: len(names)]):
+        return args, kwargs  # the usual call: nothing to copy
     args = tuple(_exact(a) if i < len(names) else a for i, a in enumerate(args))
     kwargs = {k: _exact(v) if k in names else v for k, v in kwargs.items()}
     return args, kwargs
