@@ -30,8 +30,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lambdaguard import _internal
@@ -76,17 +75,29 @@ def safe_text(value: object, limit: int = TARGET_LIMIT) -> str:
 class Invocation:
     """One call of a guarded handler: its Lambda context and its reporting budget."""
 
+    __slots__ = ("_keys", "cold_start", "context", "limit", "suppressed", "written")
+
     def __init__(self, lambda_context: Any, limit: int, *, cold_start: bool) -> None:
         self.limit = limit
         self.written = 0
         self.suppressed: dict[tuple[str, str], int] = {}
-        self.keys = _lambda_keys(lambda_context)
+        self.context = lambda_context
+        self._keys: dict[str, Any] | None = None
         self.cold_start = cold_start
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        # Read from the context when the first line is written, not on every invocation.
+        if self._keys is None:
+            self._keys = _lambda_keys(self.context)
+        return self._keys
 
 
 def _take_cold_start() -> bool:
     """True for the first invocation in this process (the Lambda cold start), then False."""
     global _cold_start
+    if not _cold_start:
+        return False
     with _lock:
         first, _cold_start = _cold_start, False
     return first
@@ -108,10 +119,6 @@ def _lambda_keys(context: Any) -> dict[str, Any]:
     return keys
 
 
-def _looks_like_lambda_context(value: object) -> bool:
-    return hasattr(value, "aws_request_id") and hasattr(value, "function_name")
-
-
 # Work outside any guarded handler (module import, with-blocks in scripts) is reported
 # against this process-level pseudo-invocation. It has no end, so its budget is a window:
 # at most `limit` lines per OUTSIDE_WINDOW seconds, the suppressed count flushed when the
@@ -122,31 +129,39 @@ _outside_window_start = time.monotonic()
 _invocation: contextvars.ContextVar[Invocation] = contextvars.ContextVar(
     "lambdaguard_invocation", default=_outside
 )
-_in_handler: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "lambdaguard_in_handler", default=False
-)
+
+Started = tuple["contextvars.Token[Invocation]", Invocation] | None
 
 
-@contextmanager
-def invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Iterator[None]:
-    """Begin an invocation around a guarded call, unless one is already running here.
+def begin_invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Started:
+    """Begin an invocation for a guarded call, unless one is already running here.
 
     Only the outermost guarded call is an invocation: a guarded helper called from a
-    guarded handler shares the handler's budget.
+    guarded handler shares the handler's budget (None is returned for it). Pass the
+    result to :func:`end_invocation`. Plain calls, not a context manager: this runs on
+    every invocation of every guarded handler.
     """
-    if _in_handler.get():
-        yield
+    if _invocation.get() is not _outside:
+        return None
+    context = None
+    # (event, context) for a function; (self, event, context) for a method.
+    for index in (1, 2, 0):
+        if len(args) > index and getattr(args[index], "aws_request_id", None) is not None:
+            context = args[index]
+            break
+    if _outside.suppressed:
+        _flush(_outside)
+    current = Invocation(context, limit, cold_start=_cold_start and _take_cold_start())
+    return _invocation.set(current), current
+
+
+def end_invocation(started: Started) -> None:
+    """End what :func:`begin_invocation` began: summarise what was suppressed."""
+    if started is None:
         return
-    context = next((a for a in args[:3] if _looks_like_lambda_context(a)), None)
-    _flush(_outside)
-    current = Invocation(context, limit, cold_start=_take_cold_start())
-    token = _invocation.set(current)
-    handler_token = _in_handler.set(True)
-    try:
-        yield
-    finally:
-        _in_handler.reset(handler_token)
-        _invocation.reset(token)
+    token, current = started
+    _invocation.reset(token)
+    if current.suppressed:
         _flush(current)
 
 

@@ -25,7 +25,7 @@ import contextvars
 import functools
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -157,13 +157,19 @@ def _pop(owner: object, what: str) -> None:
     _scope.set(state.parent)
 
 
+_sensors_installed = False
+
+
 def _activate_sensors(policy: Policy) -> None:
     # Sensors (patches and the audit hook) are installed on the first layer that can
     # object to anything; an all-"allow" guard costs nothing and installs nothing.
-    if not policy.is_inert():
-        from lambdaguard.sensors import ensure_installed
+    global _sensors_installed
+    if _sensors_installed or policy.is_inert():
+        return
+    from lambdaguard.sensors import ensure_installed
 
-        ensure_installed()
+    ensure_installed()
+    _sensors_installed = True
 
 
 def _policy_arguments(
@@ -286,6 +292,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         if wipe_tmp is None:
             wipe_tmp = _wipe_setting(os.environ.get("LAMBDAGUARD_WIPE_TMP"))
         self._wipe_root = _wipe_root_for(wipe_tmp)
+        self._outermost = ScopeState(((self, self._policy),), {}, self._logger, None, self)
 
     @property
     def policy(self) -> Policy:
@@ -308,23 +315,25 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         return self._enter()
 
     def _enter(self) -> guard:
-        _activate_sensors(self._policy)
+        self._enter_token()
+        return self
+
+    def _enter_token(self) -> contextvars.Token[ScopeState | None]:
+        if not _sensors_installed:
+            _activate_sensors(self._policy)
         parent = _scope.get()
         if parent is None:
-            layers: tuple[tuple[object, Policy], ...] = ()
-            overrides: Mapping[Baseline, Mapping[str, Rule]] = {}
-            logger = None
-        else:
-            layers, overrides, logger = parent.layers, parent.overrides, parent.logger
+            # Outermost: the state is the same every time (it is immutable, and its merge
+            # cache is keyed by the baseline version), so it is built once per guard.
+            return _scope.set(self._outermost)
         state = ScopeState(
-            (*layers, (self, self._policy)),
-            overrides,
-            self._logger if self._logger is not None else logger,
+            (*parent.layers, (self, self._policy)),
+            parent.overrides,
+            self._logger if self._logger is not None else parent.logger,
             parent,
             self,
         )
-        _push(state)
-        return self
+        return _scope.set(state)
 
     def __exit__(
         self,
@@ -333,15 +342,6 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         tb: TracebackType | None,
     ) -> None:
         _pop(self, "guard")
-
-    @contextlib.contextmanager
-    def _entered(self) -> Iterator[guard]:
-        # The decorator's way in: like `with self`, minus the with-block-only checks.
-        self._enter()
-        try:
-            yield self
-        finally:
-            self.__exit__(None, None, None)
 
     async def __aenter__(self) -> guard:
         return self.__enter__()
@@ -374,24 +374,46 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
 
             @functools.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
-                with (
-                    report.invocation(args, self._report_limit),
-                    _wiping(self._wipe_root),
-                    self._entered(),
-                ):
-                    return await fn(*args, **kwargs)
+                started = report.begin_invocation(args, self._report_limit)
+                try:
+                    with _wiping(self._wipe_root):
+                        token = self._enter_token()
+                        try:
+                            return await fn(*args, **kwargs)
+                        finally:
+                            _scope.reset(token)
+                finally:
+                    report.end_invocation(started)
 
             async_guarded.guard = self  # type: ignore[attr-defined]
             return async_guarded
 
+        # Closure locals: attribute and global lookups add up on a path this hot.
+        begin, end = report.begin_invocation, report.end_invocation
+        enter, reset = self._enter_token, _scope.reset
+        limit, wipe_root = self._report_limit, self._wipe_root
+
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            with (
-                report.invocation(args, self._report_limit),
-                _wiping(self._wipe_root),
-                self._entered(),
-            ):
-                return fn(*args, **kwargs)
+            # Explicit calls rather than context managers, and a ContextVar token rather
+            # than the with-block's order check (enter and exit are this frame's own):
+            # this is the cost of every invocation of every guarded handler.
+            started = begin(args, limit)
+            try:
+                if wipe_root is not None:
+                    with _wiping(wipe_root):
+                        token = enter()
+                        try:
+                            return fn(*args, **kwargs)
+                        finally:
+                            reset(token)
+                token = enter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    reset(token)
+            finally:
+                end(started)
 
         guarded.guard = self  # type: ignore[attr-defined]
         return guarded
