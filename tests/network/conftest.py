@@ -28,11 +28,12 @@ def _no_remembered_resolutions() -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _one_invocation_per_test() -> Iterator[None]:
-    # Each test is one invocation with its own reporting budget. Outside any invocation,
-    # lines count against one process-wide budget that never starts afresh, so after 100
-    # violations across the session every later line would be suppressed.
-    with report.invocation(()):
+    # Each test is one invocation with its own reporting budget, as each Lambda request is.
+    started = report.begin_invocation(())
+    try:
         yield
+    finally:
+        report.end_invocation(started)
 
 
 @pytest.fixture
