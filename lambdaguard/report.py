@@ -75,7 +75,7 @@ def safe_text(value: object, limit: int = TARGET_LIMIT) -> str:
 class Invocation:
     """One call of a guarded handler: its Lambda context and its reporting budget."""
 
-    __slots__ = ("_keys", "cold_start", "context", "limit", "suppressed", "written")
+    __slots__ = ("_keys", "cold_start", "context", "fragment", "limit", "suppressed", "written")
 
     def __init__(self, lambda_context: Any, limit: int, *, cold_start: bool) -> None:
         self.limit = limit
@@ -83,6 +83,7 @@ class Invocation:
         self.suppressed: dict[tuple[str, str], int] = {}
         self.context = lambda_context
         self._keys: dict[str, Any] | None = None
+        self.fragment: str | None = None  # JSON of the keys this invocation's lines share
         self.cold_start = cold_start
 
     @property
@@ -292,30 +293,35 @@ def _emit(
 ) -> None:
     with _internal.own_work():
         try:
-            extra: dict[str, Any] = {"lambdaguard": payload}
-            if metric is not None:
-                policy, mode, count = metric
-                extra.update(_emf(policy, mode, count))
             from lambdaguard.scope import current_logger
 
             logger = current_logger()
             if logger is not None:
-                log = logger.error if level == "ERROR" else logger.warning
-                if level == "INFO":
-                    log = logger.info
-                log(message, extra=extra)
+                _emit_through(logger, level, message, payload, metric)
                 return
-            import json  # lazily: not every process ever writes a line
-
-            record = _base_record(level, message, inv)
-            record.update(extra)
-            line = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)
+            line = _line(level, message, payload, metric, inv)
             stream = sys.stdout
             with _lock:
-                stream.write(line + "\n")
+                stream.write(line)
                 stream.flush()
         except Exception:
             _count_failure()
+
+
+def _emit_through(
+    logger: Any,
+    level: str,
+    message: str,
+    payload: dict[str, Any],
+    metric: tuple[str, str, int] | None,
+) -> None:
+    """Write through a user's powertools Logger: its keys and settings, our fields as extra."""
+    extra: dict[str, Any] = {"lambdaguard": payload}
+    if metric is not None:
+        policy, mode, count = metric
+        extra.update(_emf(policy, mode, count))
+    log = {"ERROR": logger.error, "INFO": logger.info}.get(level, logger.warning)
+    log(message, extra=extra)
 
 
 def _emf(policy: str, mode: str, count: int) -> dict[str, Any]:
@@ -336,14 +342,42 @@ def _emf(policy: str, mode: str, count: int) -> dict[str, Any]:
     }
 
 
-def _base_record(level: str, message: str, inv: Invocation) -> dict[str, Any]:
-    now = time.time()
+# The default writer builds the line from JSON fragments rather than one json.dumps of the
+# whole record: the EMF directive and the invocation's keys are the same on every line, and
+# encoding them once keeps a reported violation well under the 50 us budget
+# (docs/performance.md). The result is the same JSON object, key for key.
+_EMF_DIRECTIVE = (
+    '"CloudWatchMetrics":[{"Namespace":"' + METRIC_NAMESPACE + '",'
+    '"Dimensions":[["Policy","Mode"]],"Metrics":[{"Name":"' + METRIC_NAME + '","Unit":"Count"}]}]'
+)
+_encoder: Any = None
+_second = -1
+_second_text = ""
+
+
+def _encode(value: object) -> str:
+    global _encoder
+    if _encoder is None:
+        import json  # lazily: not every process ever writes a line
+
+        _encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
+    text: str = _encoder.encode(value)
+    return text
+
+
+def _timestamp(now: float) -> str:
+    """powertools' default format, UTC; strftime only when the second changes."""
+    global _second, _second_text
+    second = int(now)
+    if second != _second:
+        _second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+        _second = second
+    return f"{_second_text},{int(now * 1000) % 1000:03d}+0000"
+
+
+def _invocation_keys(inv: Invocation) -> str:
+    """The JSON fragment of the keys every line of this invocation shares (after timestamp)."""
     record: dict[str, Any] = {
-        "level": level,
-        "location": "lambdaguard",
-        "message": message,
-        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now))
-        + f",{int(now * 1000) % 1000:03d}+0000",
         "service": os.environ.get("POWERTOOLS_SERVICE_NAME", "service_undefined"),
         "cold_start": inv.cold_start,
     }
@@ -352,4 +386,51 @@ def _base_record(level: str, message: str, inv: Invocation) -> dict[str, Any]:
     if trace:
         root = next((p[5:] for p in trace.split(";") if p.startswith("Root=")), trace)
         record["xray_trace_id"] = safe_text(root, 100)
-    return record
+    return _encode(record)[1:-1]
+
+
+def _line(
+    level: str,
+    message: str,
+    payload: dict[str, Any],
+    metric: tuple[str, str, int] | None,
+    inv: Invocation,
+) -> str:
+    now = time.time()
+    if inv is _outside or inv.fragment is None:
+        # Outside any invocation the process lives on and the environment may change.
+        fragment = _invocation_keys(inv)
+        if inv is not _outside:
+            inv.fragment = fragment
+    else:
+        fragment = inv.fragment
+    parts = [
+        '{"level":"',
+        level,
+        '","location":"lambdaguard","message":',
+        _encode(message),
+        ',"timestamp":"',
+        _timestamp(now),
+        '",',
+        fragment,
+        ',"lambdaguard":',
+        _encode(payload),
+    ]
+    if metric is not None:
+        policy, mode, count = metric
+        parts += [
+            ',"_aws":{"Timestamp":',
+            str(int(now * 1000)),
+            ",",
+            _EMF_DIRECTIVE,
+            '},"Policy":',
+            _encode(policy),
+            ',"Mode":',
+            _encode(mode),
+            ',"',
+            METRIC_NAME,
+            '":',
+            str(int(count)),
+        ]
+    parts.append("}\n")
+    return "".join(parts)

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -317,3 +318,33 @@ def test_documented_logs_insights_query_names_real_fields(capsys: pytest.Capture
             value = value[part]
         assert value not in (None, "")
     assert line["lambdaguard"]["event"] == "violation"  # the filter value in the queries
+
+
+def test_line_keys_follow_powertools_order(capsys: pytest.CaptureFixture[str]) -> None:
+    """The writer's keys come in powertools Logger's order, then lambdaguard's and the EMF keys."""
+
+    @guard(network="block")
+    def handler(event: object, context: FakeLambdaContext) -> None:
+        with pytest.raises(Violation):
+            lookup("blocked.example")
+
+    handler({}, FakeLambdaContext())
+    (line,) = events(capsys.readouterr().out)
+    assert list(line) == [
+        "level",
+        "location",
+        "message",
+        "timestamp",
+        "service",
+        "cold_start",
+        "function_name",
+        "function_memory_size",
+        "function_arn",
+        "function_request_id",
+        "lambdaguard",
+        "_aws",
+        "Policy",
+        "Mode",
+        "Violations",
+    ]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\+0000", line["timestamp"])
