@@ -1,0 +1,162 @@
+"""Where the cold start goes: import costs, measured by hand (not part of `make bench`).
+
+    python benchmarks/imports.py [--rounds N]
+
+Needs the bench venvs that `make bench` builds. Prints three markdown tables for
+docs/performance.md ("Where the cold start goes"):
+
+1. ``import wrapt`` alone, wrapt 2.x (the bench venv) against wrapt 1.17.3 (a scratch
+   venv ``.venv-wrapt117-X.Y`` built here);
+2. cumulative import sets: what each group of modules that lambdaguard loads adds to a
+   bare start, in the order a leaner lambdaguard could shed them;
+3. ``python -X importtime`` of ``import lambdaguard`` and of the first activation: the
+   heaviest imports under each lambdaguard module.
+
+Each process is timed wall and CPU (user + system), the sets alternating, N rounds,
+medians; peak memory is VmHWM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HWM = (
+    "\nimport sys as _s\n"
+    "for _l in open('/proc/self/status'):\n"
+    "    _l.startswith('VmHWM') and _s.stderr.write(_l.split()[1])\n"
+)
+CUMULATIVE = (
+    ("`python -c pass`", ""),
+    (
+        "+ enum, contextvars, socket, json and one audit hook (what a guard cannot avoid)",
+        "import enum, contextvars, _thread, socket, json, sys; sys.addaudithook(lambda e, a: None)",
+    ),
+    ("+ typing, dataclasses (and so inspect)", "import typing, dataclasses, inspect"),
+    ("+ fnmatch (and so re), ipaddress, threading", "import fnmatch, ipaddress, threading"),
+    (
+        "+ concurrent.futures.process (propagation patches it eagerly)",
+        "import concurrent.futures.process",
+    ),
+    ("+ wrapt (the rest of what it imports)", "import wrapt"),
+    (
+        "+ lambdaguard imported and activated",
+        "import lambdaguard\nlambdaguard.guard(network='block').__enter__()",
+    ),
+)
+
+
+def run(python: str, code: str) -> tuple[float, float, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run([python, "-c", code + HWM], capture_output=True, text=True, check=True)
+    wall = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+    return wall, cpu, int(proc.stderr.strip() or 0) / 1024
+
+
+def measure(python: str, sets: list[tuple[str, str]], rounds: int) -> dict[str, tuple[float, ...]]:
+    samples: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _ in sets}
+    for _, code in sets:
+        run(python, code)
+    for r in range(rounds):
+        for label, code in sets if r % 2 == 0 else sets[::-1]:
+            samples[label].append(run(python, code))
+    return {
+        label: tuple(statistics.median(s[i] for s in values) for i in range(3))
+        for label, values in samples.items()
+    }
+
+
+def wrapt117_venv(python: str, version: str) -> str:
+    venv = ROOT / f".venv-wrapt117-{version}"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([python, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "wrapt==1.17.3"],
+            check=True,
+        )
+    return str(venv / "bin" / "python")
+
+
+def importtime(python: str, code: str, limit: int = 12) -> list[tuple[int, int, str]]:
+    proc = subprocess.run(
+        [python, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True
+    )
+    rows = []
+    for line in proc.stderr.splitlines():
+        match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (.*)$", line)
+        if match:
+            rows.append((int(match.group(1)), int(match.group(2)), match.group(3)))
+    return sorted(rows, key=lambda row: -row[1])[:limit]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+    venvs = sorted(ROOT.glob(".venv-bench-*"))
+    if not venvs:
+        print("run `make bench` first: it builds the bench venvs")
+        return 1
+    for venv in venvs:
+        version = venv.name.removeprefix(".venv-bench-")
+        python = str(venv / "bin" / "python")
+        base = subprocess.run(
+            [python, "-c", "import sys; print(sys._base_executable)"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()
+        old = wrapt117_venv(base, version)
+        print(f"\n### Python {version}\n")
+        print("| `import wrapt` | wall | CPU | peak memory |\n|---|---:|---:|---:|")
+        for label, py in (("wrapt 2.x (bench venv)", python), ("wrapt 1.17.3", old)):
+            m = measure(py, [("pass", ""), ("wrapt", "import wrapt")], args.rounds)
+            version_text = subprocess.run(
+                [py, "-c", "import wrapt; print(wrapt.__version__)"],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+            wall, cpu, mib = (m["wrapt"][i] - m["pass"][i] for i in range(3))
+            print(f"| {label}, {version_text} | {wall:+.1f} ms | {cpu:+.1f} ms | {mib:+.1f} MiB |")
+        sets, acc = [], []
+        for label, code in CUMULATIVE:
+            if code:
+                acc.append(code)
+            sets.append((label, "\n".join(acc)))
+        m = measure(python, sets, args.rounds)
+        print("\n| cumulative import set | wall | CPU | peak memory |\n|---|---:|---:|---:|")
+        previous = None
+        for label, _ in sets:
+            wall, cpu, mib = m[label]
+            if previous is None:
+                print(f"| {label} | {wall:.1f} ms | {cpu:.1f} ms | {mib:.1f} MiB |")
+            else:
+                print(
+                    f"| {label} | {wall - previous[0]:+.1f} ms | {cpu - previous[1]:+.1f} ms "
+                    f"| {mib - previous[2]:+.1f} MiB |"
+                )
+            previous = (wall, cpu, mib)
+        for what, code in (
+            ("import lambdaguard", "import lambdaguard"),
+            (
+                "import lambdaguard and activate",
+                "import lambdaguard\nlambdaguard.guard(network='block').__enter__()",
+            ),
+        ):
+            print(f"\n`python -X importtime -c '{what}'`, heaviest cumulative (µs):\n")
+            print("| module | self | cumulative |\n|---|---:|---:|")
+            for self_us, total_us, name in importtime(python, code):
+                print(f"| `{name.strip()}` (depth {len(name) - len(name.lstrip())}) "
+                      f"| {self_us} | {total_us} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

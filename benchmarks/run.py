@@ -1,0 +1,556 @@
+"""``make bench``: measure lambdaguard against the unguarded baseline and write the table.
+
+    python benchmarks/run.py [--quick] [--python PATH ...] [--no-write]
+
+For each interpreter (by default the one running this script and, when it can be found,
+CPython 3.13 from pyenv or PATH) this script:
+
+1. builds ``.venv-bench-X.Y`` once: lambdaguard installed as a plain path entry (setuptools'
+   "compat" editable mode, so that no import hook runs at start-up and the checkout's
+   current code is measured) with the ``bench`` extra (boto3, pytest-socket);
+2. times whole-process cold starts (benchmarks/coldstart.py), every variant once per round,
+   in rotating order, several rounds; medians, added milliseconds and peak memory;
+3. starts hot-path workers (benchmarks/hot.py), lambdaguard and pytest-socket workers
+   alternating, and takes medians of their per-call times and ratios;
+4. writes the results table between the markers in docs/performance.md and the raw
+   numbers to benchmarks/results/python-X.Y.json.
+
+Only the standard library is used here; everything measured runs in the bench venvs.
+Timed assertions do not belong in tests: the targets are checked here, in the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "performance.md"
+RESULTS = ROOT / "benchmarks" / "results"
+START = "<!-- bench:results:start (written by benchmarks/run.py; do not edit by hand) -->"
+END = "<!-- bench:results:end -->"
+
+COLD_VARIANTS = (
+    "bare",
+    "bare+import",
+    "bare+activate",
+    "bare+guarded",
+    "typical",
+    "typical+guarded",
+)
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+class Budget:
+    """How much to measure. The full budget keeps `make bench` under 10 minutes on 2 cores."""
+
+    def __init__(self, quick: bool) -> None:
+        self.cold_rounds = 3 if quick else 30
+        self.hot_workers = 1 if quick else 3  # sets of (pristine, lambdaguard, peer) processes
+        self.hot_rounds = 3 if quick else 30
+        self.flood = 10_000 if quick else 100_000
+
+
+def child_env() -> dict[str, str]:
+    """The environment of every measured process: no LAMBDAGUARD_* setting leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAGUARD_")}
+    env.pop("PYTHONPATH", None)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+# --- interpreters and their venvs ----------------------------------------------------------------
+
+
+def find_python313() -> str | None:
+    roots = []
+    try:
+        out = subprocess.run(["pyenv", "root"], capture_output=True, text=True, check=True)
+        roots.append(out.stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    roots.append(os.path.expanduser("~/.pyenv"))
+    for root in roots:
+        found = sorted(glob.glob(os.path.join(root, "versions", "3.13.*", "bin", "python3.13")))
+        if found:
+            return found[-1]
+    return shutil.which("python3.13")
+
+
+def version_of(python: str) -> str:
+    out = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True, text=True, check=True,
+    )
+    return out.stdout.strip()
+
+
+def bench_venv(python: str) -> Path:
+    """The bench venv for ``python``, built or rebuilt when setup.cfg/pyproject.toml change."""
+    venv = ROOT / f".venv-bench-{version_of(python)}"
+    stamp = venv / ".bench-installed"
+    digest = hashlib.sha256(
+        (ROOT / "setup.cfg").read_bytes() + (ROOT / "pyproject.toml").read_bytes()
+    ).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return venv
+    print(f"building {venv.name} ...", flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run(
+        [*pip, "-e", ".[bench]", "--config-settings", "editable_mode=compat"],
+        cwd=ROOT, check=True,
+    )
+    stamp.write_text(digest)
+    return venv
+
+
+def describe(venv_python: str) -> dict[str, str]:
+    code = (
+        "import json, platform, sys, importlib.metadata as m\n"
+        "v = lambda d: m.version(d)\n"
+        "print(json.dumps({'python': platform.python_version(),"
+        " 'implementation': platform.python_implementation(),"
+        " 'wrapt': v('wrapt'), 'aws-lambda-powertools': v('aws-lambda-powertools'),"
+        " 'boto3': v('boto3'), 'pytest-socket': v('pytest-socket')}))"
+    )
+    out = subprocess.run([venv_python, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+# --- cold start ----------------------------------------------------------------------------------
+
+
+def cold_once(python: str, variant: str, action: str) -> tuple[float, float, int]:
+    """Wall ms, CPU ms (user + system, from the child's rusage) and peak RSS of one run."""
+    script = str(ROOT / "benchmarks" / "coldstart.py")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [python, script, variant, action],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env(), check=False,
+    )
+    elapsed = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+    match = re.search(r"maxrss_kib=(\d+)", proc.stderr)
+    if proc.returncode != 0 or match is None:
+        raise RuntimeError(f"coldstart.py {variant} failed:\n{proc.stderr}")
+    return elapsed, cpu, int(match.group(1))
+
+
+def measure_cold(python: str, rounds: int, action: str) -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {
+        v: {"ms": [], "cpu_ms": [], "maxrss_kib": []} for v in COLD_VARIANTS
+    }
+    for variant in COLD_VARIANTS:  # warm the page cache and write the .pyc files
+        cold_once(python, variant, action)
+    for r in range(rounds):
+        shift = r % len(COLD_VARIANTS)
+        for variant in COLD_VARIANTS[shift:] + COLD_VARIANTS[:shift]:
+            ms, cpu, rss = cold_once(python, variant, action)
+            out[variant]["ms"].append(ms)
+            out[variant]["cpu_ms"].append(cpu)
+            out[variant]["maxrss_kib"].append(rss)
+    return out
+
+
+# --- hot path ------------------------------------------------------------------------------------
+
+
+HOT_OPS = ("open_read", "connect", "dns_localhost", "subprocess_true", "handler_body")
+
+
+class Worker:
+    """A benchmarks/hot.py process of one role, answering one JSON request at a time."""
+
+    def __init__(self, python: str, role: str, *args: str) -> None:
+        self.role = role
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in close())
+        self.proc = subprocess.Popen(
+            [python, str(ROOT / "benchmarks" / "hot.py"), role, *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+            text=True, env=child_env(),
+        )
+        self.hello = self._read()
+
+    def _read(self) -> Any:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stderr.seek(0)
+            raise RuntimeError(f"hot.py {self.role} died:\n{self.stderr.read()}")
+        message = json.loads(line)
+        return message.get("answer", message)
+
+    def ask(self, **request: Any) -> Any:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+        self.stderr.close()
+
+
+def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
+    """Rounds of every operation, the three processes strictly alternating, per set."""
+    rounds: dict[str, dict[str, list[list[float]]]] = {
+        op: {"pristine": [], "noscope": [], "scope": []} for op in HOT_OPS
+    }
+    peer: dict[str, list[list[float]]] = {"pristine": [], "pytest_socket": []}
+    absolute: list[dict[str, Any]] = []
+    listener = Worker(python, "listener")
+    port = str(listener.hello["port"])
+    for _ in range(budget.hot_workers):  # fresh processes per set: memory layout varies
+        pristine, guarded, pytest_socket = (
+            Worker(python, role, port) for role in ("pristine", "lambdaguard", "peer")
+        )
+        try:
+            for op in HOT_OPS:
+                for condition in rounds[op]:
+                    rounds[op][condition].append([])
+            for condition in peer:
+                peer[condition].append([])
+            for r in range(budget.hot_rounds):
+                for op in HOT_OPS:
+                    sides = [(pristine, "pristine"), (guarded, "noscope"), (guarded, "scope")]
+                    shift = r % len(sides)
+                    for worker, condition in sides[shift:] + sides[:shift]:
+                        ns = worker.ask(what="round", op=op, condition=condition)
+                        rounds[op][condition][-1].append(ns)
+                pair = ["pristine", "pytest_socket"]
+                for condition in pair if r % 2 == 0 else pair[::-1]:
+                    ns = pytest_socket.ask(what="round", op="connect", condition=condition)
+                    peer[condition][-1].append(ns)
+            absolute.append({
+                "features": guarded.ask(what="features"),
+                "decorator": guarded.ask(what="decorator", rounds=budget.hot_rounds),
+                "blocked": guarded.ask(what="blocked", rounds=max(3, budget.hot_rounds // 3)),
+                "flood": guarded.ask(what="flood", count=budget.flood),
+            })
+        finally:
+            for worker in (pristine, guarded, pytest_socket):
+                worker.close()
+    listener.close()
+    return {"rounds": rounds, "peer": peer, "absolute": absolute}
+
+
+# --- summary -------------------------------------------------------------------------------------
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def paired_ratios(guarded: list[list[float]], baseline: list[list[float]]) -> list[float]:
+    """Round-by-round ratios: each guarded round over the baseline round next to it."""
+    return [
+        g / b for gs, bs in zip(guarded, baseline, strict=True) for g, b in zip(gs, bs, strict=True)
+    ]
+
+
+def summarise(raw: dict[str, Any]) -> dict[str, Any]:
+    """Medians, added costs and ratios from the raw rounds."""
+    cold = raw["cold"]
+    ms = {v: med(cold[v]["ms"]) for v in COLD_VARIANTS}
+    cpu = {v: med(cold[v]["cpu_ms"]) for v in COLD_VARIANTS}
+    rss = {v: med(cold[v]["maxrss_kib"]) / 1024 for v in COLD_VARIANTS}
+    s: dict[str, Any] = {"cold_ms": ms, "cold_cpu_ms": cpu, "cold_mib": rss}
+
+    hot = raw["hot"]
+    ops: dict[str, dict[str, float]] = {}
+    for name, by_condition in hot["rounds"].items():
+        row = {
+            condition: med([ns for worker_set in sets for ns in worker_set]) / 1000
+            for condition, sets in by_condition.items()
+        }
+        for condition in ("noscope", "scope"):
+            row[f"{condition}_ratio"] = med(
+                paired_ratios(by_condition[condition], by_condition["pristine"])
+            )
+        ops[name] = row
+    s["ops"] = ops
+    absolute = hot["absolute"]
+    s["decorator_us"] = med(
+        [(med(a["decorator"]["guarded"]) - med(a["decorator"]["bare"])) / 1000 for a in absolute]
+    )
+    s["blocked"] = {
+        label: {
+            "us": med([med(a["blocked"][label]["ns_per_op"]) / 1000 for a in absolute]),
+            "lines_per_invocation": absolute[0]["blocked"][label]["lines_per_invocation"],
+            "bytes_per_line": absolute[0]["blocked"][label]["bytes_per_line"],
+        }
+        for label in absolute[0]["blocked"]
+    }
+    s["flood"] = {
+        label: {
+            "seconds": med([a["flood"][label]["seconds"] for a in absolute]),
+            "lines": max(a["flood"][label]["lines"] for a in absolute),
+            "attempts": absolute[0]["flood"][label]["attempts"],
+        }
+        for label in absolute[0]["flood"]
+    }
+    s["features"] = absolute[0]["features"]
+    peer = hot["peer"]
+    s["peer"] = {
+        "pristine": med([ns for w in peer["pristine"] for ns in w]) / 1000,
+        "pytest_socket": med([ns for w in peer["pytest_socket"] for ns in w]) / 1000,
+        "ratio": med(paired_ratios(peer["pytest_socket"], peer["pristine"])),
+    }
+    return s
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+
+def verdict(ok: bool) -> str:
+    return "meets" if ok else "**misses**"
+
+
+def render(runs: list[dict[str, Any]], quick: bool) -> str:
+    lines = [START, ""]
+    first = runs[0]
+    lines += [
+        f"Measured {first['date']} on {first['machine']} by `make bench`"
+        + (" **(--quick: smoke run, too few rounds to trust)**" if quick else "")
+        + ". Medians; ratios are guarded / unguarded in the same run. A cold-start target is "
+        "judged on the larger of the wall and CPU figures.",
+        "",
+    ]
+    for run in runs:
+        s, env, budget = run["summary"], run["environment"], run["budget"]
+        ms, cpu, mib = s["cold_ms"], s["cold_cpu_ms"], s["cold_mib"]
+        feats = ", ".join(
+            f"{k} {'active' if v else 'not on this branch'}" for k, v in s["features"].items()
+        )
+        lines += [
+            f"### Python {env['python']}",
+            "",
+            f"wrapt {env['wrapt']}, aws-lambda-powertools {env['aws-lambda-powertools']}, "
+            f"boto3 {env['boto3']}, pytest-socket {env['pytest-socket']}. "
+            f"Sensors: network active, {feats}. Cold-start violation: "
+            + ("a blocked `open` under /tmp." if run["action"] == "open"
+               else "a blocked loopback `connect`."),
+            "",
+            f"**Cold start**, whole process, {budget['cold_rounds']} rounds of each variant in "
+            "rotating order:",
+            "",
+            "| handler | unguarded | with lambdaguard | added | added CPU | target | |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for name, base, guarded, target in (
+            ("bare (imports nothing)", "bare", "bare+guarded", 20.0),
+            ("typical (boto3 + powertools Logger)", "typical", "typical+guarded", 5.0),
+        ):
+            added, added_cpu = ms[guarded] - ms[base], cpu[guarded] - cpu[base]
+            # Judged on the larger of the two: noise from other processes can push either
+            # one down, but not both.
+            lines.append(
+                f"| {name} | {ms[base]:.1f} ms | {ms[guarded]:.1f} ms | {added:+.1f} ms "
+                f"| {added_cpu:+.1f} ms | <= {target:.0f} ms "
+                f"| {verdict(max(added, added_cpu) <= target)} |"
+            )
+        added_mib = mib["bare+guarded"] - mib["bare"]
+        lines += [
+            f"| peak memory, bare | {mib['bare']:.1f} MiB | {mib['bare+guarded']:.1f} MiB "
+            f"| {added_mib:+.1f} MiB | | <= 5 MiB | {verdict(added_mib <= 5)} |",
+            f"| peak memory, typical | {mib['typical']:.1f} MiB "
+            f"| {mib['typical+guarded']:.1f} MiB "
+            f"| {mib['typical+guarded'] - mib['typical']:+.1f} MiB | | | |",
+            "",
+            "Where the bare handler's added time goes (differences of medians):",
+            "",
+            "| step | added | added CPU | peak memory added |",
+            "|---|---:|---:|---:|",
+        ]
+        steps = (
+            ("`import lambdaguard`", "bare", "bare+import"),
+            (
+                "first activation: `@guard(...)`, wrapt import, patches, audit hook, "
+                "scope entry, one allowed operation",
+                "bare+import",
+                "bare+activate",
+            ),
+            ("first violation: decision, JSON line, EMF metric", "bare+activate", "bare+guarded"),
+        )
+        for label, before, after in steps:
+            lines.append(
+                f"| {label} | {ms[after] - ms[before]:+.1f} ms "
+                f"| {cpu[after] - cpu[before]:+.1f} ms | {mib[after] - mib[before]:+.1f} MiB |"
+            )
+        lines += [
+            "",
+            f"**Hot path**, per call: {budget['hot_workers']} sets of worker processes x "
+            f"{budget['hot_rounds']} rounds, a pristine process (lambdaguard never imported) "
+            "and a guarded one taking turns round by round; ratios are medians of the paired "
+            "rounds. \"No scope\": lambdaguard activated earlier, no scope active now. "
+            "\"In scope\": every policy on, the operation allowed by the allow-list.",
+            "",
+            "| operation | unguarded | no scope | in scope | ratio no scope | ratio in scope "
+            "| target | |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        targets = {
+            "open_read": ("open+read+close, 1 KiB file", 1.10, 1.06),
+            "connect": ("TCP connect to a loopback listener", 1.10, None),
+            "dns_localhost": ("DNS lookup of localhost", None, None),
+            "subprocess_true": ('`subprocess.run(["true"])`', 1.03, None),
+            "handler_body": (
+                "handler body: 10 KB JSON round trip, log call, dataclass", 1.03, None
+            ),
+        }
+        for name, (label, scope_target, noscope_target) in targets.items():
+            row = s["ops"][name]
+            target_text, ok = "", True
+            if scope_target is not None:
+                target_text = f"<= {scope_target:.2f}x"
+                ok = row["scope_ratio"] <= scope_target
+            if noscope_target is not None:
+                target_text += f"; no scope <= {noscope_target:.2f}x"
+                ok = ok and row["noscope_ratio"] <= noscope_target
+            lines.append(
+                f"| {label} | {row['pristine']:.2f} µs | {row['noscope']:.2f} µs "
+                f"| {row['scope']:.2f} µs | {row['noscope_ratio']:.3f}x "
+                f"| {row['scope_ratio']:.3f}x "
+                f"| {target_text} | {verdict(ok) if target_text else ''} |"
+            )
+        peer = s["peer"]
+        ours = s["ops"]["connect"]["scope_ratio"]
+        lines += [
+            "",
+            "| absolute cost | measured | target | |",
+            "|---|---:|---:|---|",
+            f"| `@guard(...)` decorator, per invocation | {s['decorator_us']:.2f} µs | < 2 µs "
+            f"| {verdict(s['decorator_us'] < 2)} |",
+        ]
+        for label, b in s["blocked"].items():
+            lines.append(
+                f"| blocked {label.replace('_', ' ')} with its log line ({b['bytes_per_line']:.0f} "
+                f"bytes) | {b['us']:.1f} µs | < 50 µs | {verdict(b['us'] < 50)} |"
+            )
+        for label, f in s["flood"].items():
+            capped = f["lines"] <= 101 + 1
+            lines.append(
+                f"| flood: {f['attempts']:,} blocked {label.replace('_', ' ')} in one invocation "
+                f"| {f['seconds']:.2f} s, {f['lines']} lines | < 2 s, capped "
+                f"| {verdict(f['seconds'] < 2 and capped)} |"
+            )
+        lines += [
+            "",
+            "**Peer**: the same allowed loopback connect under pytest-socket's host allow-list, "
+            "in a third process, alternating with the bare connect in that process:",
+            "",
+            "| | unguarded | guarded | ratio |",
+            "|---|---:|---:|---:|",
+            f"| pytest-socket `socket_allow_hosts` | {peer['pristine']:.2f} µs "
+            f"| {peer['pytest_socket']:.2f} µs | {peer['ratio']:.3f}x |",
+            f"| lambdaguard, every policy on | {s['ops']['connect']['pristine']:.2f} µs "
+            f"| {s['ops']['connect']['scope']:.2f} µs | {ours:.3f}x |",
+            "",
+            f"Allowed connect no slower than pytest-socket's: {verdict(ours <= peer['ratio'])}.",
+            "",
+        ]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_doc(block: str) -> None:
+    text = DOC.read_text() if DOC.exists() else f"# Performance\n\n{START}\n{END}\n"
+    if START not in text or END not in text:
+        text += f"\n{START}\n{END}\n"
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    DOC.write_text(head + block + tail)
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few rounds")
+    parser.add_argument("--python", action="append", help="an interpreter to measure (repeatable)")
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    args = parser.parse_args()
+    budget = Budget(args.quick)
+
+    pythons = args.python or [sys.executable]
+    if not args.python:
+        py313 = find_python313()
+        if py313 is None:
+            print("CPython 3.13 not found (pyenv or PATH): measuring this interpreter only")
+        elif version_of(py313) != version_of(sys.executable):
+            pythons.append(py313)
+
+    started = time.time()
+    runs = []
+    for python in pythons:
+        venv = bench_venv(python)
+        venv_python = str(venv / "bin" / "python")
+        env = describe(venv_python)
+        print(f"Python {env['python']}: hot path ...", flush=True)
+        hot = measure_hot(venv_python, budget)
+        action = "open" if hot["absolute"][0]["features"].get("tmp") else "connect"
+        print(f"Python {env['python']}: cold start ({action}) ...", flush=True)
+        cold = measure_cold(venv_python, budget.cold_rounds, action)
+        raw = {"hot": hot, "cold": cold}
+        run = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": machine(),
+            "environment": env,
+            "budget": vars(budget),
+            "action": action,
+            "quick": args.quick,
+            "summary": summarise(raw),
+        }
+        runs.append(run)
+        if not args.no_write:
+            RESULTS.mkdir(exist_ok=True)
+            major_minor = ".".join(env["python"].split(".")[:2])
+            (RESULTS / f"python-{major_minor}.json").write_text(
+                json.dumps({**run, "raw": raw}, indent=1) + "\n"
+            )
+    block = render(runs, args.quick)
+    print(block)
+    if not args.no_write:
+        write_doc(block)
+        print(f"wrote {DOC.relative_to(ROOT)}")
+    print(f"done in {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
