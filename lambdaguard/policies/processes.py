@@ -196,12 +196,12 @@ class Subprocess(Rule):
         subject = event.subject
         if not isinstance(subject, ProcessTarget) or subject.executable is None:
             return False
-        executable = os.path.normpath(subject.executable)
-        if executable in self._paths:
-            return True
         if subject.search == self.path and subject.name in self._names:
             # The caller's name searched on the rule's own PATH: resolving the entry would
             # repeat the search that found ``executable`` (the common case, one search).
+            return True
+        executable = os.path.normpath(subject.executable)
+        if executable in self._paths:
             return True
         return any(resolve(name, path=self.path) == executable for name in self._names)
 

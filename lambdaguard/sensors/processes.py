@@ -139,6 +139,8 @@ def _text(value: object) -> str:
     An error from a ``__fspath__`` propagates, as it would from the original call (which
     calls it too); anything else that is not a path is shown with ``str()``.
     """
+    if type(value) is str:  # the common case, first: this runs for every argument
+        return value
     if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
         return os.fsdecode(value)
     try:
@@ -154,7 +156,7 @@ def _argv(value: object) -> list[str]:
         items = list(value)  # type: ignore[call-overload]
     except TypeError:  # not iterable: the original raises its own error
         return [_text(value)]
-    return [_text(item) for item in items]
+    return [item if type(item) is str else _text(item) for item in items]
 
 
 def _search_path(env: object) -> str:
@@ -488,16 +490,22 @@ class _Layout:
         return tuple(new_args), new_kwargs
 
 
-_layouts: dict[Any, _Layout] = {}
+# function -> (its layout, the keywords a call may use and still take the plain path; None
+# when no call may)
+_layouts: dict[Any, tuple[_Layout, frozenset[str] | None]] = {}
 
 
-def _popen_layout(wrapped: Callable[..., Any]) -> _Layout:
+def _popen_layout(wrapped: Callable[..., Any]) -> tuple[_Layout, frozenset[str] | None]:
     # ``wrapped`` is the original __init__ bound to the new instance: key on the function.
     function = getattr(wrapped, "__func__", wrapped)
-    layout = _layouts.get(function)
-    if layout is None:
-        layout = _layouts[function] = _Layout.of(wrapped)
-    return layout
+    known = _layouts.get(function)
+    if known is None:
+        layout = _Layout.of(wrapped)
+        plain: frozenset[str] | None = layout.names - set(_POPEN_READS)
+        if layout.var_positional or layout.var_keyword or layout.position.get("args") != 0:
+            plain = None  # not the Popen lambdaguard knows: always the full path
+        known = _layouts[function] = (layout, plain)
+    return known
 
 
 def _plain_env(env: Any) -> Any:
@@ -548,10 +556,29 @@ def _popen_operation(arguments: Mapping[str, Any]) -> _Operation:
 def _popen_init(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    plan = _plan(current())
-    if plan is None:
+    active = current()
+    if active is None or _internal.busy():
         return wrapped(*args, **kwargs)
-    layout = _popen_layout(wrapped)
+    rules = active.rules.get(POLICY)
+    carry = _carried()
+    if rules is None and carry is None:
+        return wrapped(*args, **kwargs)
+    layout, plain_keywords = _popen_layout(wrapped)
+    if (
+        rules is not None
+        and carry is None
+        and len(args) == 1
+        and type(args[0]) is list
+        and plain_keywords is not None
+        and plain_keywords.issuperset(kwargs)
+    ):
+        # The plain path: run([...]) with no executable, shell, cwd or env. It only ever
+        # says yes; anything it cannot allow goes through the full decision below.
+        argv: list[Any] = args[0][:]  # decide and run the same list
+        executable = _plainly_allowed(rules, argv)
+        if executable is not None:
+            return _run_allowed(executable, wrapped, (argv,), kwargs)
+    plan = _Plan(rules, carry)
     arguments = layout.pick(_POPEN_READS, args, kwargs)
     if arguments is None:
         return wrapped(*args, **kwargs)  # Popen raises its own TypeError; nothing starts
@@ -564,6 +591,53 @@ def _popen_init(
         changed["env"] = _with_carrier(arguments["env"], plan.carry)
     args, kwargs = layout.put(changed, args, kwargs)
     return _carry_out(operation, plan, "subprocess.Popen", wrapped, args, kwargs)
+
+
+def _plainly_allowed(rules: tuple[Rule, ...], argv: list[Any]) -> str | None:
+    """The program ``argv`` runs, searched on this process's PATH, if every rule permits
+    it; None if it is not that simple (not all str, a path, not found, not permitted)."""
+    for item in argv:
+        if type(item) is not str:
+            return None
+    if not argv or os.sep in argv[0]:
+        return None
+    name = argv[0]
+    search = os.environ.get("PATH", os.defpath)  # what _search_path(None) returns
+    executable = resolve(name, path=search)
+    if executable is None:
+        return None
+    target = ProcessTarget(executable, name, search)
+    # No details: this event is only asked about, never reported (a refusal is decided,
+    # and reported, again by the full path).
+    event = Event(POLICY, "run", executable, target)
+    for rule in rules:
+        if not rule.permits(event):
+            return None
+    return executable
+
+
+def _run_allowed(
+    executable: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """_decide's bookkeeping and _carry_out for an allowed plain Popen, in one frame."""
+    local = _local.__dict__
+    through: frozenset[str] = local.get("through", frozenset())
+    if executable in through:
+        return wrapped(*args, **kwargs)  # part of an operation already allowed
+    if local.get("expect") == executable:
+        del local["expect"]  # the audit hook's one-level-up decision, now used up
+    saved = local.copy()
+    local["through"] = through | {executable}
+    local["keep"] = False
+    local["carry"] = None
+    try:
+        return proceed("subprocess.Popen", wrapped, args, kwargs)
+    finally:
+        local.clear()
+        local.update(saved)
 
 
 # --- os.system ------------------------------------------------------------------------------------
