@@ -24,9 +24,7 @@ was built (unpacked from a layer, say) is still found.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 from lambdaguard.errors import ConfigError
 from lambdaguard.policy import Event, Mode, Rule, register
@@ -36,36 +34,90 @@ ACCEPTED_ENTRIES = (
 )
 
 
-@dataclass(frozen=True)
 class ProcessTarget:
     """The program a process operation would run.
 
     ``executable`` is the resolved absolute path, or None when it could not be resolved (a
-    name not found on the call's PATH); ``name`` is the program as the caller gave it.
+    name not found on the call's PATH); ``name`` is the program as the caller gave it;
+    ``search`` is the PATH ``name`` was searched on (None: ``name`` was taken as a path).
+
+    A plain slotted class, not a dataclass: one is built on every guarded operation, and
+    importing dataclasses costs cold start (policies/network.py says the same).
     """
 
-    executable: str | None
-    name: str
+    __slots__ = ("executable", "name", "search")
+
+    def __init__(self, executable: str | None, name: str, search: str | None = None) -> None:
+        self.executable = executable
+        self.name = name
+        self.search = search
+
+    def __repr__(self) -> str:
+        return f"ProcessTarget({self.executable!r}, {self.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProcessTarget):
+            return NotImplemented
+        return (self.executable, self.name) == (other.executable, other.name)
+
+    def __hash__(self) -> int:
+        return hash((self.executable, self.name))
 
     def __str__(self) -> str:
         return self.executable if self.executable is not None else self.name
+
+
+# (PATH, name) -> the files a search tries, in order: (as joined, as abspath would give it,
+# or None when that depends on the working directory). Pure string work, so caching it
+# cannot go stale; the file system is asked afresh on every search.
+_search_lists: dict[tuple[str, str], tuple[tuple[str, str | None], ...]] = {}
+_SEARCH_LISTS_LIMIT = 256
+
+
+def _search_list(name: str, path: str) -> tuple[tuple[str, str | None], ...]:
+    key = (path, name)
+    found = _search_lists.get(key)
+    if found is None:
+        seen: set[str] = set()
+        candidates: list[tuple[str, str | None]] = []
+        for directory in path.split(os.pathsep):
+            if directory in seen:  # a repeated directory cannot change the outcome
+                continue
+            seen.add(directory)
+            candidate = os.path.join(directory, name)
+            absolute = os.path.normpath(candidate) if os.path.isabs(candidate) else None
+            candidates.append((candidate, absolute))
+        found = tuple(candidates)
+        if len(_search_lists) >= _SEARCH_LISTS_LIMIT:
+            _search_lists.clear()  # names come from callers: keep the cache bounded
+        _search_lists[key] = found
+    return found
 
 
 def resolve(name: str, *, path: str | None, cwd: str | None = None) -> str | None:
     """The absolute path ``name`` refers to, as exec would find it; None if not found.
 
     A name with a slash is a path (relative to ``cwd``, the child's working directory, when
-    given); a bare name is searched on ``path`` (a PATH string; None means ``os.defpath``).
+    given); a bare name is searched on ``path`` (a PATH string; None means ``os.defpath``):
+    the first file in a PATH directory that is not a directory and is executable, as
+    ``shutil.which`` finds it (an empty PATH finds nothing). Every call asks the file
+    system: a program installed or made executable since the last call is seen.
     """
     if not name:
         return None
     if os.sep in name:
         base = cwd if cwd is not None else os.getcwd()
         return os.path.normpath(os.path.join(base, name))
-    found = shutil.which(name, path=path if path is not None else os.defpath)
-    if found is None:
-        return None
-    return os.path.abspath(found)
+    if path is None:
+        path = os.defpath
+    if not path or "\0" in name:
+        return None  # as shutil.which: PATH='' matches nothing (PATH=':' is the cwd)
+    for candidate, absolute in _search_list(name, path):
+        # Two access() calls rather than stat(): most candidates are absent, and access()
+        # says so without raising. "candidate/" resolves only if candidate is a directory.
+        if os.access(candidate, os.X_OK) and not os.access(candidate + os.sep, os.F_OK):
+            return absolute if absolute is not None else os.path.abspath(candidate)
+    return None
 
 
 @register
@@ -144,6 +196,10 @@ class Subprocess(Rule):
         subject = event.subject
         if not isinstance(subject, ProcessTarget) or subject.executable is None:
             return False
+        if subject.search == self.path and subject.name in self._names:
+            # The caller's name searched on the rule's own PATH: resolving the entry would
+            # repeat the search that found ``executable`` (the common case, one search).
+            return True
         executable = os.path.normpath(subject.executable)
         if executable in self._paths:
             return True

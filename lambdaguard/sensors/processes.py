@@ -28,6 +28,11 @@ runs meanwhile (a ``__fspath__`` or ``__reduce__`` of the caller's making) still
 fork, the child keeps that mark only for routes whose child goes straight on to exec the
 decided program (spawn*, pty.spawn); a plain fork's child starts with a clean slate.
 
+The common call, ``subprocess.run(["name", ...])`` with no executable, shell, cwd or env,
+is allowed by a short path (``_plainly_allowed``/``_run_allowed``): on a fork-exec-wait
+loop, every Python frame on the way costs about three times its warm price, so that path
+keeps to a few. It only ever says yes; everything else takes the full decision.
+
 ``_posixsubprocess.fork_exec`` raises no audit event in CPython 3.10-3.13, and neither does
 a forkserver forking a new child; lambdaguard wraps the module attribute (which
 ``multiprocessing`` calls) and ``BaseProcess.start``, so code that took a reference to the
@@ -37,7 +42,6 @@ original before lambdaguard was activated is not seen. docs/processes.md lists t
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import sys
@@ -46,7 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lambdaguard import _inherit, _internal
+from lambdaguard import _inherit, _internal, scope
 from lambdaguard.decide import blocked, check
 from lambdaguard.policies.processes import ProcessTarget, resolve
 from lambdaguard.policy import Active, Event, Mode, Rule
@@ -140,6 +144,8 @@ def _text(value: object) -> str:
     An error from a ``__fspath__`` propagates, as it would from the original call (which
     calls it too); anything else that is not a path is shown with ``str()``.
     """
+    if type(value) is str:  # the common case, first: this runs for every argument
+        return value
     if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
         return os.fsdecode(value)
     try:
@@ -155,11 +161,15 @@ def _argv(value: object) -> list[str]:
         items = list(value)  # type: ignore[call-overload]
     except TypeError:  # not iterable: the original raises its own error
         return [_text(value)]
-    return [_text(item) for item in items]
+    return [item if type(item) is str else _text(item) for item in items]
 
 
 def _search_path(env: object) -> str:
     """The PATH a call with ``env`` (None: this process's) searches, as one string."""
+    if env is None:
+        # What os.get_exec_path(None) returns, joined, without its warnings dance:
+        # os.environ cannot hold a b"PATH" key.
+        return os.environ.get("PATH", os.defpath)
     try:
         return os.pathsep.join(os.get_exec_path(env))  # type: ignore[arg-type]
     except Exception:
@@ -176,22 +186,46 @@ def _candidates(name: str, path: str) -> set[str]:
     }
 
 
-@dataclass(frozen=True)
 class _Operation:
-    """One decided-or-to-decide process operation."""
+    """One decided-or-to-decide process operation. Not changed once built.
 
-    action: str
-    route: str
-    name: str  # the program as the caller gave it
-    executable: str | None  # resolved absolute path, or None when not found
-    argv: list[str] | None
-    also: frozenset[str] = frozenset()  # more "through" marks (PATH candidates, FORK)
+    A plain class with slots: one is built on every guarded call, and a frozen dataclass
+    costs about 2 µs to build.
+    """
+
+    __slots__ = ("action", "also", "argv", "executable", "name", "route", "search")
+
+    def __init__(
+        self,
+        action: str,
+        route: str,
+        name: str,  # the program as the caller gave it
+        executable: str | None,  # resolved absolute path, or None when not found
+        argv: list[str] | None,
+        also: frozenset[str] = frozenset(),  # more "through" marks (PATH candidates, FORK)
+        search: str | None = None,  # the PATH ``name`` was searched on; None: a path
+    ) -> None:
+        self.action = action
+        self.route = route
+        self.name = name
+        self.executable = executable
+        self.argv = argv
+        self.also = also
+        self.search = search
 
     def adding(self, *marks: str) -> _Operation:
-        return dataclasses.replace(self, also=self.also | frozenset(marks))
+        return _Operation(
+            self.action,
+            self.route,
+            self.name,
+            self.executable,
+            self.argv,
+            self.also | frozenset(marks),
+            self.search,
+        )
 
     def event(self) -> Event:
-        target = ProcessTarget(self.executable, self.name)
+        target = ProcessTarget(self.executable, self.name, self.search)
         return Event(POLICY, self.action, str(target), target, _Details(self))
 
     def marks(self) -> frozenset[str]:
@@ -242,7 +276,8 @@ def _program(
         base = cwd_text if cwd_text is not None else os.getcwd()
         executable = os.path.normpath(os.path.join(base, text)) if text else None
     argv_list = _argv(argv) if argv is not None else None
-    return _Operation(action, route, text, executable, argv_list)
+    searched = search if search is not None and os.sep not in text else None
+    return _Operation(action, route, text, executable, argv_list, search=searched)
 
 
 def _fork(route: str) -> _Operation:
@@ -275,10 +310,35 @@ def _after_fork_in_child() -> None:
 # --- the decision, shared by every patch --------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _Plan:
-    rules: tuple[Rule, ...] | None  # None: the subprocess policy is "allow" everywhere here
-    carry: str | None  # the LAMBDAGUARD_INHERITED_POLICY value for an allowed child, if asked
+    __slots__ = ("carry", "rules")
+
+    def __init__(self, rules: tuple[Rule, ...] | None, carry: str | None) -> None:
+        self.rules = rules  # None: the subprocess policy is "allow" everywhere here
+        self.carry = carry  # the LAMBDAGUARD_INHERITED_POLICY value for an allowed child
+
+
+# (scope state, baseline version, value): the last answer of _carried(). Scope states are
+# immutable and every change to the baseline bumps its version, so the pair says exactly
+# when the layers in force, and so the value, are the same as last time.
+_last_carried: tuple[object, int, str | None] | None = None
+
+
+def _carried() -> str | None:
+    """The LAMBDAGUARD_INHERITED_POLICY value for a child started here, or None if no
+    layer in force asks for inheritance; remembered for the last scope state asked in."""
+    global _last_carried
+    # The version is read before the layers: a value computed from layers newer than its
+    # label is recomputed on the next call; an old value never carries a newer label.
+    version = scope._baseline_version
+    state = scope.current_state()
+    last = _last_carried
+    if last is not None and last[0] is state and last[1] == version:
+        return last[2]
+    layers = _inherit.layers_in_force()
+    value = _inherit.encode(layers) if _inherit.requested(layers) else None
+    _last_carried = (state, version, value)
+    return value
 
 
 def _plan(active: Active | None) -> _Plan | None:
@@ -286,8 +346,7 @@ def _plan(active: Active | None) -> _Plan | None:
     if active is None or _internal.busy():
         return None
     rules = active.rules.get(POLICY)
-    layers = _inherit.layers_in_force()
-    carry = _inherit.encode(layers) if _inherit.requested(layers) else None
+    carry = _carried()
     if rules is None and carry is None:
         return None
     return _Plan(rules, carry)
@@ -349,17 +408,109 @@ def _with_carrier(env: object, carry: str | None) -> Any:
 
 # --- subprocess.Popen ---------------------------------------------------------------------------
 
-_popen_signature: Any = None
+# The parameters of Popen the decision reads. Binding with inspect.Signature.bind costs
+# more than the rest of the decision together, so they are picked out by hand, from a
+# layout of the patched __init__'s signature worked out once.
+_POPEN_READS = ("args", "executable", "shell", "cwd", "env")
 
 
-def _bind_popen(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    global _popen_signature
-    import inspect
-    import subprocess
+@dataclass(frozen=True)
+class _Layout:
+    """Where a function's parameters are: enough to bind a call the way Python would."""
 
-    if _popen_signature is None:
-        _popen_signature = inspect.signature(subprocess.Popen)
-    return _popen_signature.bind(*args, **kwargs)
+    position: dict[str, int]  # positional-or-keyword parameter -> index (self excluded)
+    names: frozenset[str]  # every parameter a keyword may name
+    defaults: dict[str, Any]
+    required: tuple[str, ...]
+    var_positional: bool
+    var_keyword: bool
+
+    @classmethod
+    def of(cls, function: Callable[..., Any]) -> _Layout:
+        import inspect
+
+        parameters = list(inspect.signature(function).parameters.values())
+        kinds = inspect.Parameter
+        return cls(
+            position={
+                p.name: i
+                for i, p in enumerate(parameters)
+                if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+            },
+            names=frozenset(
+                p.name
+                for p in parameters
+                if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+            ),
+            defaults={p.name: p.default for p in parameters if p.default is not p.empty},
+            required=tuple(
+                p.name
+                for p in parameters
+                if p.default is p.empty and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+            ),
+            var_positional=any(p.kind is kinds.VAR_POSITIONAL for p in parameters),
+            var_keyword=any(p.kind is kinds.VAR_KEYWORD for p in parameters),
+        )
+
+    def pick(
+        self, names: Iterable[str], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The values ``names`` take in a call, defaults included; None if the call does not
+        bind (too many, repeated, unknown or missing arguments: the original raises)."""
+        count = len(args)
+        if count > len(self.position) and not self.var_positional:
+            return None
+        position = self.position
+        for key in kwargs:
+            index = position.get(key)
+            if index is not None and index < count:
+                return None  # given both by position and by keyword
+            if index is None and key not in self.names and not self.var_keyword:
+                return None
+        for name in self.required:
+            index = position.get(name)
+            if not (index is not None and index < count) and name not in kwargs:
+                return None
+        values: dict[str, Any] = {}
+        for name in names:
+            index = position.get(name)
+            if index is not None and index < count:
+                values[name] = args[index]
+            else:
+                values[name] = kwargs.get(name, self.defaults.get(name))
+        return values
+
+    def put(
+        self, values: Mapping[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call with ``values`` in place of the arguments of those names."""
+        new_args = list(args)
+        new_kwargs = dict(kwargs)
+        for name, value in values.items():
+            index = self.position.get(name)
+            if index is not None and index < len(args):
+                new_args[index] = value
+            else:
+                new_kwargs[name] = value
+        return tuple(new_args), new_kwargs
+
+
+# function -> (its layout, the keywords a call may use and still take the plain path; None
+# when no call may)
+_layouts: dict[Any, tuple[_Layout, frozenset[str] | None]] = {}
+
+
+def _popen_layout(wrapped: Callable[..., Any]) -> tuple[_Layout, frozenset[str] | None]:
+    # ``wrapped`` is the original __init__ bound to the new instance: key on the function.
+    function = getattr(wrapped, "__func__", wrapped)
+    known = _layouts.get(function)
+    if known is None:
+        layout = _Layout.of(wrapped)
+        plain: frozenset[str] | None = layout.names - set(_POPEN_READS)
+        if layout.var_positional or layout.var_keyword or layout.position.get("args") != 0:
+            plain = None  # not the Popen lambdaguard knows: always the full path
+        known = _layouts[function] = (layout, plain)
+    return known
 
 
 def _plain_env(env: Any) -> Any:
@@ -369,26 +520,30 @@ def _plain_env(env: Any) -> Any:
         return env  # the original raises its own error for it
 
 
-def _normalise_popen(arguments: dict[str, Any]) -> None:
+def _normalise_popen(arguments: dict[str, Any]) -> dict[str, Any]:
     """Fix every value the decision reads, so that the original runs what was decided: a
-    ``__fspath__`` or a mapping asked twice could answer differently the second time."""
-    value = arguments.get("args")
+    ``__fspath__`` or a mapping asked twice could answer differently the second time.
+    Returns the values that changed."""
+    changed: dict[str, Any] = {}
+    value = arguments["args"]
     if hasattr(value, "__fspath__"):
-        arguments["args"] = _text(value)
+        changed["args"] = _text(value)
     elif value is not None and not isinstance(value, str | bytes):
         with contextlib.suppress(TypeError):  # not iterable: Popen raises its own TypeError
-            arguments["args"] = [a if isinstance(a, str | bytes) else _text(a) for a in value]
+            changed["args"] = [a if isinstance(a, str | bytes) else _text(a) for a in value]
     for name in ("executable", "cwd"):
-        if arguments.get(name) is not None and not isinstance(arguments[name], str | bytes):
-            arguments[name] = _text(arguments[name])
-    if arguments.get("env") is not None:
-        arguments["env"] = _plain_env(arguments["env"])
+        if arguments[name] is not None and not isinstance(arguments[name], str | bytes):
+            changed[name] = _text(arguments[name])
+    if arguments["env"] is not None:
+        changed["env"] = _plain_env(arguments["env"])
+    arguments.update(changed)
+    return changed
 
 
 def _popen_operation(arguments: Mapping[str, Any]) -> _Operation:
-    argv = _argv(arguments.get("args"))
-    executable = arguments.get("executable")
-    if arguments.get("shell"):
+    argv = _argv(arguments["args"])
+    executable = arguments["executable"]
+    if arguments["shell"]:
         argv = [SHELL, "-c", *argv]
         if executable is not None:
             argv[0] = _text(executable)
@@ -398,28 +553,96 @@ def _popen_operation(arguments: Mapping[str, Any]) -> _Operation:
         "subprocess.Popen",
         program,
         argv,
-        search=_search_path(arguments.get("env")),
-        cwd=arguments.get("cwd"),
+        search=_search_path(arguments["env"]),
+        cwd=arguments["cwd"],
     )
 
 
 def _popen_init(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    plan = _plan(current())
-    if plan is None:
+    active = current()
+    if active is None or _internal.busy():
         return wrapped(*args, **kwargs)
-    try:
-        bound = _bind_popen(args, kwargs)
-    except TypeError:
+    rules = active.rules.get(POLICY)
+    carry = _carried()
+    if rules is None and carry is None:
+        return wrapped(*args, **kwargs)
+    layout, plain_keywords = _popen_layout(wrapped)
+    if (
+        rules is not None
+        and carry is None
+        and len(args) == 1
+        and type(args[0]) is list
+        and plain_keywords is not None
+        and plain_keywords.issuperset(kwargs)
+    ):
+        # The plain path: run([...]) with no executable, shell, cwd or env. It only ever
+        # says yes; anything it cannot allow goes through the full decision below.
+        argv: list[Any] = args[0][:]  # decide and run the same list
+        executable = _plainly_allowed(rules, argv)
+        if executable is not None:
+            return _run_allowed(executable, wrapped, (argv,), kwargs)
+    plan = _Plan(rules, carry)
+    arguments = layout.pick(_POPEN_READS, args, kwargs)
+    if arguments is None:
         return wrapped(*args, **kwargs)  # Popen raises its own TypeError; nothing starts
-    _normalise_popen(bound.arguments)
-    operation = _popen_operation(bound.arguments)
+    changed = _normalise_popen(arguments)
+    operation = _popen_operation(arguments)
     if not _decide(plan, operation):
-        return wrapped(*bound.args, **bound.kwargs)
+        args, kwargs = layout.put(changed, args, kwargs)
+        return wrapped(*args, **kwargs)
     if plan.carry is not None:
-        bound.arguments["env"] = _with_carrier(bound.arguments.get("env"), plan.carry)
-    return _carry_out(operation, plan, "subprocess.Popen", wrapped, bound.args, bound.kwargs)
+        changed["env"] = _with_carrier(arguments["env"], plan.carry)
+    args, kwargs = layout.put(changed, args, kwargs)
+    return _carry_out(operation, plan, "subprocess.Popen", wrapped, args, kwargs)
+
+
+def _plainly_allowed(rules: tuple[Rule, ...], argv: list[Any]) -> str | None:
+    """The program ``argv`` runs, searched on this process's PATH, if every rule permits
+    it; None if it is not that simple (not all str, a path, not found, not permitted)."""
+    for item in argv:
+        if type(item) is not str:
+            return None
+    if not argv or os.sep in argv[0]:
+        return None
+    name = argv[0]
+    search = os.environ.get("PATH", os.defpath)  # what _search_path(None) returns
+    executable = resolve(name, path=search)
+    if executable is None:
+        return None
+    target = ProcessTarget(executable, name, search)
+    # No details: this event is only asked about, never reported (a refusal is decided,
+    # and reported, again by the full path).
+    event = Event(POLICY, "run", executable, target)
+    for rule in rules:
+        if not rule.permits(event):
+            return None
+    return executable
+
+
+def _run_allowed(
+    executable: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """_decide's bookkeeping and _carry_out for an allowed plain Popen, in one frame."""
+    local = _local.__dict__
+    through: frozenset[str] = local.get("through", frozenset())
+    if executable in through:
+        return wrapped(*args, **kwargs)  # part of an operation already allowed
+    if local.get("expect") == executable:
+        del local["expect"]  # the audit hook's one-level-up decision, now used up
+    saved = local.copy()
+    local["through"] = through | {executable}
+    local["keep"] = False
+    local["carry"] = None
+    try:
+        return proceed("subprocess.Popen", wrapped, args, kwargs)
+    finally:
+        local.clear()
+        local.update(saved)
 
 
 # --- os.system ------------------------------------------------------------------------------------
