@@ -37,8 +37,14 @@ from lambdaguard.policy import Active
 from lambdaguard.scope import current
 
 AuditHandler = Callable[[tuple[Any, ...], Active], None]
+AuditObserver = Callable[[tuple[Any, ...]], None]
 
+_local = _internal._local
 _handlers: dict[str, AuditHandler] = {}
+# Observers see every occurrence of their event, in scope or not, quiet or busy: they keep
+# a sensor's memory honest (sensors/files.py forgets link-free paths when a link may have
+# been made). They must not raise. Only a few rare events have one.
+_observers: dict[str, tuple[AuditObserver, ...]] = {}
 _hook_added = False
 
 
@@ -46,12 +52,23 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     handler = _handlers.get(event)
     if handler is None:
         return
-    if (_internal.quiet_event() == event and _internal.quiet_matches(args)) or _internal.busy():
-        return
+    observers = _observers.get(event)
+    if observers is not None:
+        for observe in observers:
+            observe(args)
+    # No scope is the common case: settle it before the thread-local marks.
     active = current()
     if active is None:
         return
+    # The quiet and busy marks (lambdaguard._internal), read from one thread-local dict.
+    marks = _local.__dict__
+    if (marks.get("quiet") == event and _internal.quiet_matches(args)) or marks.get("busy"):
+        return
     handler(args, active)
+
+
+def _ignore(args: tuple[Any, ...], active: Active) -> None:
+    """The handler of an event that only has observers."""
 
 
 def install(modules: Iterable[ModuleType]) -> None:
@@ -59,6 +76,11 @@ def install(modules: Iterable[ModuleType]) -> None:
     global _hook_added
     for module in modules:
         _handlers.update(getattr(module, "AUDIT_HANDLERS", {}))
+        for event, observer in getattr(module, "AUDIT_OBSERVERS", {}).items():
+            if observer not in _observers.get(event, ()):
+                _observers[event] = (*_observers.get(event, ()), observer)
+    for event in _observers:
+        _handlers.setdefault(event, _ignore)
     if not _hook_added:
         sys.addaudithook(_hook)
         _hook_added = True
