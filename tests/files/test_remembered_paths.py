@@ -182,9 +182,7 @@ class TestChangesAfterADecision:
             _read(outside_dir / "sub" / "f.txt")
         assert caught.value.target == str(tmp_path / "sub" / "f.txt")
 
-    def test_changes_through_posix_directly_are_seen(
-        self, outside_dir: Path, secret: Path
-    ) -> None:
+    def test_changes_through_posix_directly_are_seen(self, outside_dir: Path, secret: Path) -> None:
         """posix.rename and posix.symlink (no patch on either) still make it forget."""
         (outside_dir / "sub").mkdir()
         (outside_dir / "sub" / "f.txt").write_text("public")
@@ -195,9 +193,7 @@ class TestChangesAfterADecision:
             with pytest.raises(FileViolation):
                 _read(outside_dir / "sub" / "f.txt")
 
-    def test_changes_made_outside_any_scope_are_seen(
-        self, outside_dir: Path, secret: Path
-    ) -> None:
+    def test_changes_made_outside_any_scope_are_seen(self, outside_dir: Path, secret: Path) -> None:
         """A swap made between two guarded scopes, with no scope active, is seen in the next."""
         (outside_dir / "sub").mkdir()
         (outside_dir / "sub" / "f.txt").write_text("public")
@@ -208,9 +204,7 @@ class TestChangesAfterADecision:
         with guard(tmp="block"), pytest.raises(FileViolation):
             _read(outside_dir / "sub" / "f.txt")
 
-    def test_changes_made_by_another_thread_are_seen(
-        self, outside_dir: Path, secret: Path
-    ) -> None:
+    def test_changes_made_by_another_thread_are_seen(self, outside_dir: Path, secret: Path) -> None:
         """A thread with no scope swapping the directory is seen by the guarded thread."""
         (outside_dir / "sub").mkdir()
         (outside_dir / "sub" / "f.txt").write_text("public")
