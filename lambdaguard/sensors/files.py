@@ -1,14 +1,18 @@
 """Files sensors: patches and audit-event handlers for the ``tmp`` and ``handler_source`` policies.
 
 Patched (Python API)                        Why a patch and not only the audit hook
-builtins.open, io.open                      precise mode; pathlib and most code call these
 os.open, posix.open                         the ``open`` audit event carries no ``dir_fd``
 os.mkfifo, os.mknod (and posix.*)           no audit event at all
 linecache.getlines                          cached source lines are served without a read
 
 Audit event (CPython's arguments)            Action
 open (path, mode, flags)                     read / write (from flags): builtins.open,
-                                             io.FileIO, io.open_code, os.open, logging
+                                             io.open, pathlib, io.FileIO, io.open_code,
+                                             os.open, logging. builtins.open is left to
+                                             the hook: FileIO raises this event before
+                                             the system call with the path io.open
+                                             converted and the exact flags, so a patch
+                                             would only add a wrapper to every open
 os.remove (path, dir_fd)                     remove (also os.unlink)
 os.rename (src, dst, src_dir_fd, dst_dir_fd) rename (also os.replace, shutil.move)
 os.mkdir / os.rmdir (path, [mode,] dir_fd)   mkdir / rmdir
@@ -28,9 +32,11 @@ shutil.move/rmtree/chown/make_archive/       low-level events above report each 
 shutil.unpack_archive, tempfile.mkstemp/     once, so these add no second line
 mkdtemp
 
-Every path goes through :func:`resolve` (bytes, path-like objects, descriptors, ``dir_fd``,
-the current directory, ``..``, symbolic links and ``/proc/self/...``) into a FileTarget
-that each rule judges in both its resolved and its written form (policies/files.py).
+Every path goes through :func:`locate` (bytes, path-like objects, descriptors, ``dir_fd``,
+the current directory, ``..``, symbolic links and ``/proc/self/...``) into the resolved
+and the written form that each rule judges (policies/files.py). Resolutions that cannot
+have changed are remembered (see "path resolution" below and docs/files.md, "The hot
+path"), and so are "open" events already permitted under the same policy view.
 
 Imports are not reads of the author's source: the import system reads modules from
 ``importlib._bootstrap_external`` on its way to compiling them (``get_code``) and lists
@@ -174,6 +180,10 @@ _DECIDED_LIMIT = 4096
 def _remember_decision(active: Active, args: tuple[Any, ...]) -> None:
     global _decided
     path = args[0]
+    # The decision may have been made from a walk just before another thread made the
+    # path link-free and remembered it; it still holds: a path in memory is judged on its
+    # one form (real == written), and a verdict that permitted (real, written) permitted
+    # the written form, whatever real was.
     with _plain_lock:
         if path not in _plain and _stable.get(path) != path:
             return  # resolved by a walk that nothing keeps honest: decide it again next time

@@ -193,6 +193,27 @@ class TestChangesAfterADecision:
             with pytest.raises(FileViolation):
                 _read(outside_dir / "sub" / "f.txt")
 
+    def test_link_extracted_from_a_tar_archive_is_seen(
+        self, outside_dir: Path, secret: Path, tmp_path: Path
+    ) -> None:
+        """tarfile extracting a link over a remembered name (outside any scope) is seen."""
+        import tarfile
+
+        (outside_dir / "f.txt").write_text("public")
+        with guard(tmp="block"):
+            assert _read(outside_dir / "f.txt") == "public"
+        member = tarfile.TarInfo("f.txt")
+        member.type, member.linkname = tarfile.SYMTYPE, str(secret / "f.txt")
+        archive = outside_dir / "links.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.addfile(member)
+        (outside_dir / "f.txt").unlink()
+        with tarfile.open(archive) as tar:
+            tar.extractall(outside_dir, filter="fully_trusted")
+        assert (outside_dir / "f.txt").is_symlink()
+        with guard(tmp="block"), pytest.raises(FileViolation):
+            _read(outside_dir / "f.txt")
+
     def test_changes_made_outside_any_scope_are_seen(self, outside_dir: Path, secret: Path) -> None:
         """A swap made between two guarded scopes, with no scope active, is seen in the next."""
         (outside_dir / "sub").mkdir()
