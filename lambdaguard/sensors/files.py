@@ -559,6 +559,19 @@ def install() -> None:
             if hasattr(owner, name):
                 patch(owner, name, _create_node(action))
     patch(linecache, "getlines", _getlines)
+    try:
+        import _posixsubprocess
+    except ImportError:  # not POSIX
+        return
+    # It raises no audit event; multiprocessing's spawn and forkserver start children here.
+    patch(_posixsubprocess, "fork_exec", _starting_a_process)
+
+
+def _starting_a_process(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    forget(None)  # a child may make links this process never sees (see _plain)
+    return wrapped(*args, **kwargs)
 
 
 def _os_modules() -> Iterable[Any]:

@@ -292,6 +292,22 @@ class TestChangesAfterADecision:
         )
         assert outcome.result == ["public", True, "blocked", False, False]
 
+    def test_a_multiprocessing_child_switches_the_memory_off(self, outside_dir: Path) -> None:
+        """multiprocessing's spawn start (through _posixsubprocess, which raises no audit
+        event) switches the memory off too."""
+        import multiprocessing
+        import time
+
+        (outside_dir / "f.txt").write_text("public")
+        with guard(tmp="block"):
+            assert _read(outside_dir / "f.txt") == "public"
+        assert files._plain_state["on"]
+        child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+        child.start()
+        child.join()
+        assert not files._plain_state["on"]
+        assert not files._plain
+
 
 class TestPermittedOpensAreRemembered:
     def test_allow_listed_tmp_directory_swapped_for_a_link_is_judged_anew(
