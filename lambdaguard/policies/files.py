@@ -144,6 +144,36 @@ def _roots(*paths: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# --- memoised verdicts ----------------------------------------------------------------------
+
+# A rule's answer for a path is a pure function of the two path strings, the access and the
+# rule's own compiled allow-list (and, for handler_source, of the task root's RECORD files,
+# read once per process). So it is remembered per rule: an allow-listed file read in a loop
+# costs one dict lookup, not a regular expression per form. Bounded; cleared when full.
+_MEMO_LIMIT = 4096
+
+
+def _memoised(rule: Tmp | HandlerSource, real: str, lexical: str, write: bool) -> bool:
+    memo = rule.__dict__.get("_memo")
+    if memo is None:
+        memo = rule.__dict__["_memo"] = {}
+    key = (real, lexical, write)
+    verdict = memo.get(key)
+    if verdict is None:
+        verdict = rule._permits(real, lexical, write)
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[key] = verdict
+    return verdict
+
+
+def _state_without_memo(rule: object) -> dict[str, object]:
+    # A rule travels to process-pool workers by pickle: its memo stays behind.
+    state = dict(rule.__dict__)
+    state.pop("_memo", None)
+    return state
+
+
 # --- tmp ------------------------------------------------------------------------------------
 
 
@@ -201,25 +231,40 @@ class Tmp(Rule):
             self.access = READ_WRITE if raw is None else _parse_access(raw, source=ACCESS_VARIABLE)
         self.roots = _roots("/tmp", _tempfile_dir())
         self._area = _Area(self.roots)
+        # Unpacked for concerns(), which runs on every path operation in scope.
+        self._prefixes, self._root_set = self._area.prefixes, self._area.roots
+        self._reads_exempt = self.access == WRITE
         self._allow = _compile_globs(entries, source=source, base=None)
 
     def governs(self, path: str) -> bool:
         return self._area.contains(path)
 
-    def concerns(self, target: FileTarget) -> bool:
-        """Cheap pre-check: could this rule object to ``target`` at all?"""
-        if not target.write and self.access == WRITE:
+    def concerns(self, real: str, lexical: str, write: bool) -> bool:
+        """Cheap pre-check: could this rule object to the path at all?"""
+        if not write and self._reads_exempt:
             return False
-        return self._area.contains(target.real) or self._area.contains(target.lexical)
+        prefixes, roots = self._prefixes, self._root_set
+        return (
+            real.startswith(prefixes)
+            or real in roots
+            or (lexical is not real and (lexical.startswith(prefixes) or lexical in roots))
+        )
 
     def permits(self, event: Event) -> bool:
         target = event.subject
         if not isinstance(target, FileTarget):
             return True
-        if not target.write and self.access == WRITE:
+        return self.permits_paths(target.real, target.lexical, target.write)
+
+    def permits_paths(self, real: str, lexical: str, write: bool) -> bool:
+        """Whether the allow-list (or the access setting) lets this path through; memoised."""
+        return _memoised(self, real, lexical, write)
+
+    def _permits(self, real: str, lexical: str, write: bool) -> bool:
+        if not write and self.access == WRITE:
             return True
-        governed = [form for form in target.forms() if self.governs(form)]
-        return all(_matches(self._allow, form) for form in governed)
+        forms = (real,) if real == lexical else (real, lexical)
+        return all(_matches(self._allow, form) for form in forms if self.governs(form))
 
     def __repr__(self) -> str:
         base = super().__repr__()
@@ -234,6 +279,8 @@ class Tmp(Rule):
 
     def __hash__(self) -> int:
         return hash((type(self), self.mode, self.allow, self.access))
+
+    __getstate__ = _state_without_memo
 
 
 def _parse_access(value: object, *, source: str) -> str:
@@ -325,19 +372,27 @@ class HandlerSource(Rule):
     policy = "handler_source"
     roots: tuple[str, ...]
 
+    __getstate__ = _state_without_memo
+
     def _compile(self, entries: tuple[str, ...], *, source: str) -> None:
         root = os.environ.get(TASK_ROOT_VARIABLE) or DEFAULT_TASK_ROOT
         self.roots = _roots(os.path.abspath(root))
         self.handler_entries = handler_entries(os.environ.get(HANDLER_VARIABLE, ""))
         self._area = _Area(self.roots)
+        self._prefixes, self._root_set = self._area.prefixes, self._area.roots
         patterns: list[re.Pattern[str]] = []
         for form in self.roots:
             patterns.extend(_compile_globs(entries, source=source, base=form))
         self._allow = tuple(patterns)
 
-    def concerns(self, target: FileTarget) -> bool:
-        """Cheap pre-check: could this rule object to ``target`` at all?"""
-        return self._area.contains(target.real) or self._area.contains(target.lexical)
+    def concerns(self, real: str, lexical: str, write: bool) -> bool:
+        """Cheap pre-check: could this rule object to the path at all?"""
+        prefixes, roots = self._prefixes, self._root_set
+        return (
+            real.startswith(prefixes)
+            or real in roots
+            or (lexical is not real and (lexical.startswith(prefixes) or lexical in roots))
+        )
 
     def root_of(self, path: str) -> str | None:
         return next((root for root in self.roots if under(path, root)), None)
@@ -358,8 +413,15 @@ class HandlerSource(Rule):
         target = event.subject
         if not isinstance(target, FileTarget):
             return True
-        governed = [form for form in target.forms() if self.is_authors(form)]
-        return all(_matches(self._allow, form) for form in governed)
+        return self.permits_paths(target.real, target.lexical, target.write)
+
+    def permits_paths(self, real: str, lexical: str, write: bool) -> bool:
+        """Whether the path is not the author's code, or is allow-listed; memoised."""
+        return _memoised(self, real, lexical, write)
+
+    def _permits(self, real: str, lexical: str, write: bool) -> bool:
+        forms = (real,) if real == lexical else (real, lexical)
+        return all(_matches(self._allow, form) for form in forms if self.is_authors(form))
 
 
 # What the files sensors hold under the "tmp" and "handler_source" keywords.

@@ -37,8 +37,13 @@ from lambdaguard.policy import Active
 from lambdaguard.scope import current
 
 AuditHandler = Callable[[tuple[Any, ...], Active], None]
+AuditObserver = Callable[[tuple[Any, ...]], None]
 
 _handlers: dict[str, AuditHandler] = {}
+# Observers see every occurrence of their event, in scope or not, quiet or busy: they keep
+# a sensor's memory honest (sensors/files.py forgets link-free paths when a link may have
+# been made). They must not raise. Only a few rare events have one.
+_observers: dict[str, tuple[AuditObserver, ...]] = {}
 _hook_added = False
 
 
@@ -46,6 +51,11 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     handler = _handlers.get(event)
     if handler is None:
         return
+    observers = _observers.get(event)
+    if observers is not None:
+        for observe in observers:
+            observe(args)
+    # No scope is the common case: settle it before the thread-local marks.
     active = current()
     if active is None or _internal.is_quiet(event, args) or _internal.busy():
         return
@@ -59,11 +69,20 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         _internal.restore_busy(outer)
 
 
+def _ignore(args: tuple[Any, ...], active: Active) -> None:
+    """The handler of an event that only has observers."""
+
+
 def install(modules: Iterable[ModuleType]) -> None:
     """Add the audit hook (once per process) with every area's handlers."""
     global _hook_added
     for module in modules:
         _handlers.update(getattr(module, "AUDIT_HANDLERS", {}))
+        for event, observer in getattr(module, "AUDIT_OBSERVERS", {}).items():
+            if observer not in _observers.get(event, ()):
+                _observers[event] = (*_observers.get(event, ()), observer)
+    for event in _observers:
+        _handlers.setdefault(event, _ignore)
     if not _hook_added:
         sys.addaudithook(_hook)
         _hook_added = True

@@ -1,14 +1,18 @@
 """Files sensors: patches and audit-event handlers for the ``tmp`` and ``handler_source`` policies.
 
 Patched (Python API)                        Why a patch and not only the audit hook
-builtins.open, io.open                      precise mode; pathlib and most code call these
 os.open, posix.open                         the ``open`` audit event carries no ``dir_fd``
 os.mkfifo, os.mknod (and posix.*)           no audit event at all
 linecache.getlines                          cached source lines are served without a read
 
 Audit event (CPython's arguments)            Action
 open (path, mode, flags)                     read / write (from flags): builtins.open,
-                                             io.FileIO, io.open_code, os.open, logging
+                                             io.open, pathlib, io.FileIO, io.open_code,
+                                             os.open, logging. builtins.open is left to
+                                             the hook: FileIO raises this event before
+                                             the system call with the path io.open
+                                             converted and the exact flags, so a patch
+                                             would only add a wrapper to every open
 os.remove (path, dir_fd)                     remove (also os.unlink)
 os.rename (src, dst, src_dir_fd, dst_dir_fd) rename (also os.replace, shutil.move)
 os.mkdir / os.rmdir (path, [mode,] dir_fd)   mkdir / rmdir
@@ -28,9 +32,11 @@ shutil.move/rmtree/chown/make_archive/       low-level events above report each 
 shutil.unpack_archive, tempfile.mkstemp/     once, so these add no second line
 mkdtemp
 
-Every path goes through :func:`resolve` (bytes, path-like objects, descriptors, ``dir_fd``,
-the current directory, ``..``, symbolic links and ``/proc/self/...``) into a FileTarget
-that each rule judges in both its resolved and its written form (policies/files.py).
+Every path goes through :func:`locate` (bytes, path-like objects, descriptors, ``dir_fd``,
+the current directory, ``..``, symbolic links and ``/proc/self/...``) into the resolved
+and the written form that each rule judges (policies/files.py). Resolutions that cannot
+have changed are remembered (see "path resolution" below and docs/files.md, "The hot
+path"), and so are "open" events already permitted under the same policy view.
 
 Imports are not reads of the author's source: the import system reads modules from
 ``importlib._bootstrap_external`` on its way to compiling them (``get_code``) and lists
@@ -40,15 +46,14 @@ frames, and only ``handler_source`` exempts them (importing from /tmp is still a
 
 from __future__ import annotations
 
-import builtins
-import io
 import linecache
 import os
 import stat
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any, cast
+from typing import Any
 
 from lambdaguard import _internal
 from lambdaguard._frames import _is_machinery
@@ -80,14 +85,36 @@ _ST_RDONLY = getattr(os, "ST_RDONLY", 1)
 
 # --- path resolution ------------------------------------------------------------------------
 
-# Path as written (absolute, unnormalised) -> its resolved path, kept only for paths whose
-# resolution cannot change: a directory with no link in it on a read-only file system, and
-# the entries of such a directory that are not links (nothing can be created, removed or
-# replaced there). In Lambda that is everything outside /tmp, so repeated opens in
-# site-packages, the runtime or the task root cost one dict lookup instead of a path walk.
+# Two memories of resolutions, so that a path seen before costs a dict lookup, not a walk.
+#
+# ``_stable``: path as written (absolute, unnormalised) -> its resolved path, kept only for
+# paths whose resolution cannot change: a directory with no link in it on a read-only file
+# system, and the entries of such a directory that are not links (nothing can be created,
+# removed or replaced there). In Lambda that is everything outside /tmp: the runtime, /opt
+# layers, site-packages and the task root.
 _stable: dict[str, str] = {}
 _STABLE_LIMIT = 8192
 _VOLATILE = ("/proc/", "/dev/")  # pseudo file systems: their entries come and go
+
+# ``_plain``: absolute, normalised paths on *writable* file systems that were found free of
+# links (every component a real directory or file, so the path is its own resolution).
+# Such a path can only come to lead elsewhere when a link is put at one of its components:
+# by ``symlink`` at that name, or by ``rename``/``link`` onto that name (a link, or a
+# directory that holds links, moved into place); mounting needs privileges we leave out.
+# The audit hook sees every one of those made by Python code in this process, whether a
+# scope is active or not (``AUDIT_OBSERVERS``): the destination's last component is marked
+# changed for good and the memory is emptied, so no path through that name is trusted
+# again. What the hook cannot see (native code, another process, code that ran before the
+# hook) can read and write /tmp and the task root directly anyway, so a stale entry gives
+# it nothing it did not have. A child process is the exception (the subprocess allow-list
+# may let through a program that can make links but not read), so the first process this
+# process starts switches the memory off for good. docs/files.md has the full argument.
+_plain: dict[str, None] = {}
+_PLAIN_LIMIT = 8192
+_CHANGED_LIMIT = 1024
+_changed: set[str] = set()  # names a link may have been put at since the start
+_plain_lock = threading.RLock()
+_plain_state = {"on": True}
 
 
 def fd_path(fd: int) -> str | None:
@@ -126,18 +153,87 @@ def _remember(path: str, real: str) -> None:
     _stable[path] = real
 
 
+def _keep(path: str) -> None:
+    """Remember ``path`` (absolute, normalised, found free of links) in ``_plain``."""
+    if not _plain_state["on"] or path.startswith(_VOLATILE):
+        return
+    # Under the lock that a change takes to mark its name and empty the memory: either the
+    # change comes first (and its mark refuses this path) or it empties the memory after.
+    with _plain_lock:
+        if not _plain_state["on"] or not _changed.isdisjoint(path.split("/")):
+            return
+        if len(_plain) >= _PLAIN_LIMIT:
+            _plain.clear()
+        _plain[path] = None
+
+
+# The "open" events already found permitted under one Active view, for paths whose
+# resolution is remembered above (in ``_stable`` or ``_plain``): the same file opened again
+# in the same scope costs a dict lookup. A verdict is a pure function of the path's
+# resolution and the view's immutable rules, so an entry stays true as long as both do:
+# a new view starts a new memo, and ``forget`` empties it with ``_plain``. One tuple,
+# replaced whole, so that a thread never reads one view's memo as another's.
+_decided: tuple[Active | None, dict[tuple[Any, ...], None]] = (None, {})
+_DECIDED_LIMIT = 4096
+
+
+def _remember_decision(active: Active, args: tuple[Any, ...]) -> None:
+    global _decided
+    path = args[0]
+    # The decision may have been made from a walk just before another thread made the
+    # path link-free and remembered it; it still holds: a path in memory is judged on its
+    # one form (real == written), and a verdict that permitted (real, written) permitted
+    # the written form, whatever real was.
+    with _plain_lock:
+        if path not in _plain and _stable.get(path) != path:
+            return  # resolved by a walk that nothing keeps honest: decide it again next time
+        memo = _decided
+        if memo[0] is not active:
+            memo = _decided = (active, {})
+        if len(memo[1]) >= _DECIDED_LIMIT:
+            memo[1].clear()
+        memo[1][args] = None
+
+
+def forget(name: str | None) -> None:
+    """A link may now stand at ``name`` (a last path component): never trust a path through it.
+
+    ``None`` (or a name that is not one component) switches the memory off for good.
+    """
+    global _decided
+    with _plain_lock:
+        if name is None or name in ("", ".", "..") or len(_changed) >= _CHANGED_LIMIT:
+            _plain_state["on"] = False
+        else:
+            _changed.add(name)
+        _plain.clear()
+        _decided = (None, {})
+
+
+def _clean(path: str) -> bool:
+    """True if the absolute ``path`` is already normalised (``os.path.normpath`` is a no-op)."""
+    return not (
+        "//" in path or "/./" in path or "/../" in path or path.endswith(("/", "/.", "/.."))
+    )
+
+
 def _real_dir(parent: str) -> str:
     cached = _stable.get(parent)
     if cached is not None:
         return cached
+    if parent in _plain:
+        return parent
     real = _kernel_path(parent)
     if real is None:
         # Missing directory: the operation will fail or create it; realpath resolves what
         # exists of it and keeps the rest as written.
         return os.path.realpath(parent)
     # Only a link-free directory qualifies (no link, so no /proc magic link, can retarget it).
-    if real == os.path.normpath(parent) and not real.startswith(_VOLATILE) and _read_only(real):
-        _remember(parent, real)
+    if real == os.path.normpath(parent) and not real.startswith(_VOLATILE):
+        if _read_only(real):
+            _remember(parent, real)
+        elif real == parent:
+            _keep(parent)
     return real
 
 
@@ -166,6 +262,8 @@ def _resolve(joined: str, follow: bool, depth: int = 0) -> str:
     cached = _stable.get(joined)
     if cached is not None:
         return cached
+    if joined in _plain:
+        return joined
     stripped = joined.rstrip("/") or "/"
     parent, name = os.path.split(stripped)
     if name in ("", ".", ".."):
@@ -183,6 +281,8 @@ def _resolve(joined: str, follow: bool, depth: int = 0) -> str:
     if not stat.S_ISLNK(mode):
         if stable_parent:
             _remember(joined, candidate)
+        elif candidate == joined and parent in _plain:
+            _keep(joined)
         return candidate
     followed = _kernel_path(candidate)
     if followed is not None:
@@ -197,16 +297,18 @@ def _resolve(joined: str, follow: bool, depth: int = 0) -> str:
     return _resolve(os.path.join(os.path.dirname(candidate), target), True, depth + 1)
 
 
-def resolve(
-    raw: object, *, write: bool, dir_fd: int | None = None, follow: bool = True
-) -> FileTarget | None:
-    """The FileTarget for a path argument, or None when it names no file (the call fails).
+def locate(
+    raw: object, *, dir_fd: int | None = None, follow: bool = True
+) -> tuple[str, str] | None:
+    """``(real, lexical)`` for a path argument, or None when it names no file (the call fails).
 
     ``raw``: str, bytes, a path-like object or a file descriptor. Relative paths are taken
     from ``dir_fd`` when given, else from the current directory, as the kernel does.
     ``follow``: whether the operation follows a link in the last component (``open`` and
     ``chmod`` do; ``remove``, ``rename`` and ``mkdir`` act on the entry itself).
     """
+    if type(raw) is str and raw in _plain:
+        return raw, raw  # the hot path: a link-free absolute path seen before
     text = _as_text(raw)
     if text is None:
         return None
@@ -214,7 +316,7 @@ def resolve(
         real = fd_path(text)
         if real is None or not real.startswith("/"):
             return None  # a pipe, socket or anonymous descriptor: not a path
-        return FileTarget(real, real, write)
+        return real, real
     if not text or "\0" in text:
         return None
     if text.startswith("/"):
@@ -224,7 +326,18 @@ def resolve(
         if base is None:
             return None  # a bad dir_fd: the call fails with EBADF
         joined = base.rstrip("/") + "/" + text
-    return FileTarget(_resolve(joined, follow), os.path.normpath(joined), write)
+    lexical = joined if _clean(joined) else os.path.normpath(joined)
+    return _resolve(joined, follow), lexical
+
+
+def resolve(
+    raw: object, *, write: bool, dir_fd: int | None = None, follow: bool = True
+) -> FileTarget | None:
+    """The FileTarget for a path argument, or None when it names no file (see :func:`locate`)."""
+    located = locate(raw, dir_fd=dir_fd, follow=follow)
+    if located is None:
+        return None
+    return FileTarget(located[0], located[1], write)
 
 
 # --- the import system ------------------------------------------------------------------------
@@ -283,37 +396,47 @@ def judge(
     follow: bool = True,
     only_block: bool = False,
     details: dict[str, Any] | None = None,
-) -> None:
+) -> bool:
     """Decide one path operation for each file policy in force; raise if one blocks it.
 
     ``only_block``: a high-level event (shutil, tempfile) whose low-level operations are
     judged and reported one by one; it is reported only when it is blocked, so that alert
     mode gives one line per operation, not two.
+
+    Returns True when every rule permitted the operation without a report.
     """
-    target = resolve(raw, write=write, dir_fd=dir_fd, follow=follow)
-    if target is None:
-        return
+    located = locate(raw, dir_fd=dir_fd, follow=follow)
+    if located is None:
+        return False
+    real, lexical = located
+    permitted = True
     for policy in POLICIES:
         rules = active.rules.get(policy)
-        # Most paths (site-packages, the runtime) are nowhere near /tmp or the task root:
-        # a prefix test per rule settles them before any event is built.
-        if rules is None or not _concerned(rules, target):
+        # Most paths (site-packages, the runtime) are nowhere near /tmp or the task root,
+        # and an allow-listed path has its verdict remembered by the rule: both are settled
+        # before any event is built.
+        if rules is None or _permitted(rules, real, lexical, write):
             continue
-        event = Event(policy, action, target.real, target, _details(raw, target, details))
+        permitted = False
+        target = FileTarget(real, lexical, write)
+        event = Event(policy, action, real, target, _details(raw, target, details))
         verdict = decide(event, rules)
         if verdict is Mode.ALLOW or (only_block and verdict is not Mode.BLOCK):
             continue
         if policy == HANDLER_SOURCE and _by_import_system(action):
             continue
         enforce(event, rules)
+    return permitted
 
 
-def _concerned(rules: tuple[Rule, ...], target: FileTarget) -> bool:
-    for rule in rules:  # noqa: SIM110  (a plain loop: no generator object on the hot path)
-        # The registry only ever puts Tmp and HandlerSource rules under these keywords.
-        if cast(FileRule, rule).concerns(target):
-            return True
-    return False
+def _permitted(rules: tuple[Rule, ...], real: str, lexical: str, write: bool) -> bool:
+    # The registry only ever puts Tmp and HandlerSource rules under these keywords. A plain
+    # loop: no generator object on the hot path.
+    file_rules: tuple[FileRule, ...] = rules  # type: ignore[assignment]
+    for rule in file_rules:
+        if rule.concerns(real, lexical, write) and not rule.permits_paths(real, lexical, write):
+            return False
+    return True
 
 
 def _details(
@@ -338,26 +461,24 @@ def _active() -> Active | None:
 # --- patches --------------------------------------------------------------------------------
 
 
-def _open(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    active = _active()
-    if active is None:
-        return wrapped(*args, **kwargs)
-    file = args[0] if args else kwargs.get("file")
-    mode = args[1] if len(args) > 1 else kwargs.get("mode", "r")
-    write = not isinstance(mode, str) or any(c in mode for c in "wax+")
-    judge(active, "write" if write else "read", file, write=write)
-    return proceed("open", wrapped, args, kwargs)
-
-
 def _os_open_wrapper(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     active = _active()
     if active is None:
         return wrapped(*args, **kwargs)
-    path = args[0] if args else kwargs.get("path")
+    path: Any = args[0] if args else kwargs.get("path")
+    if not isinstance(path, int | str | bytes):
+        # Convert a path-like object once, and hand the original that same text: a second
+        # __fspath__ call could name another file than the one judged.
+        try:
+            path = os.fspath(path)
+        except TypeError:
+            return wrapped(*args, **kwargs)  # the original raises its own TypeError
+        if args:
+            args = (path, *args[1:])
+        else:
+            kwargs = {**kwargs, "path": path}
     flags = args[1] if len(args) > 1 else kwargs.get("flags", 0)
     flags = flags if isinstance(flags, int) else 0
     write = bool(flags & _WRITE_FLAGS)
@@ -432,14 +553,25 @@ def _called_from(modules: frozenset[str]) -> bool:
 
 def install() -> None:
     """Apply this area's patches (once; called by lambdaguard.sensors.ensure_installed)."""
-    patch(builtins, "open", _open)
-    patch(io, "open", _open)
     for owner in _os_modules():
         patch(owner, "open", _os_open_wrapper)
         for name, action in (("mkfifo", "mkfifo"), ("mknod", "mknod")):
             if hasattr(owner, name):
                 patch(owner, name, _create_node(action))
     patch(linecache, "getlines", _getlines)
+    try:
+        import _posixsubprocess
+    except ImportError:  # not POSIX
+        return
+    # It raises no audit event; multiprocessing's spawn and forkserver start children here.
+    patch(_posixsubprocess, "fork_exec", _starting_a_process)
+
+
+def _starting_a_process(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    forget(None)  # a child may make links this process never sees (see _plain)
+    return wrapped(*args, **kwargs)
 
 
 def _os_modules() -> Iterable[Any]:
@@ -462,22 +594,42 @@ def _arg(args: tuple[Any, ...], index: int) -> Any:
 
 
 def _audit_open(args: tuple[Any, ...], active: Active) -> None:
-    if not _in_force(active) or not args:
+    # The sensor for builtins.open, io.open, pathlib and io.FileIO (which raise this event
+    # with the path io.open converted, the FileIO mode and the exact flags, before the
+    # system call and for descriptors too), and the backstop for os.open. Kept lean: it
+    # runs on every open in the process.
+    if not args:
         return
-    flags = _arg(args, 2)
-    flags = flags if isinstance(flags, int) else 0
+    path = args[0]
+    # Only a plain str path is looked up: the arguments tuple is compared with ==, which
+    # must not run an object's own __eq__ or __hash__.
+    plain = type(path) is str
+    if plain:
+        memo = _decided
+        if memo[0] is active and args in memo[1]:
+            return
+    rules = active.rules
+    if TMP not in rules and HANDLER_SOURCE not in rules:
+        return
+    flags = args[2] if len(args) > 2 else 0
+    if not isinstance(flags, int):
+        flags = 0
     write = bool(flags & _WRITE_FLAGS)
     action, follow = ("write" if write else "read"), not flags & _O_NOFOLLOW
     # The event carries no dir_fd: a relative path is taken from the current directory.
-    # The os.open patch, which sees dir_fd, has already decided calls made through it, so
-    # a relative path seen only here came by another route (io.FileIO with an opener, an
-    # os.open reference taken before the patch) and may be relative to any open directory.
-    # Opening a /tmp directory is a read, so only a write-only tmp rule lets one be open:
-    # then the write is judged against each open directory descriptor under /tmp too.
-    judge(active, action, args[0], write=write, follow=follow)
-    if write and TMP in active.rules and _is_relative(args[0]):
+    # FileIO (mode given as text) opens relative to the current directory, or through its
+    # opener, whose own os.open raises its own event (mode None). The os.open patch, which
+    # sees dir_fd, has already decided calls made through it, so a relative os.open event
+    # seen only here came by another route (an os.open reference taken before the patch)
+    # and may be relative to any open directory. Opening a /tmp directory is a read, so
+    # only a write-only tmp rule lets one be open: then the write is judged against each
+    # open directory descriptor under /tmp too.
+    permitted = judge(active, action, path, write=write, follow=follow)
+    if write and TMP in rules and _arg(args, 1) is None and _is_relative(path):
         for fd in _open_directory_fds():
-            judge(active, action, args[0], write=write, dir_fd=fd, follow=follow)
+            judge(active, action, path, write=write, dir_fd=fd, follow=follow)
+    elif permitted and plain and len(args) == 3 and type(args[2]) is int:
+        _remember_decision(active, args)
 
 
 def _is_relative(raw: object) -> bool:
@@ -668,5 +820,42 @@ AUDIT_HANDLERS: dict[str, AuditHandler] = {
     ),
     "tempfile.mkdtemp": _audit_path(
         "mkdir", write=True, dir_fd_at=None, follow=False, only_block=True
+    ),
+}
+
+
+# --- observers: what keeps the memory of link-free paths honest --------------------------------
+
+
+def _observe_link(args: tuple[Any, ...]) -> None:
+    # symlink(src, dst, ...), rename(src, dst, ...), link(src, dst, ...): a link may now
+    # stand at dst (link() without following makes a second name for a link). The source of
+    # a rename only loses its entry; whatever takes its place later comes by one of these.
+    try:
+        text = _as_text(args[1]) if len(args) > 1 else None
+    except Exception:  # a hostile __fspath__: trust nothing
+        text = None
+    forget(text.rstrip("/").rpartition("/")[2] if isinstance(text, str) else None)
+
+
+def _observe_process(args: tuple[Any, ...]) -> None:
+    forget(None)
+
+
+AUDIT_OBSERVERS: dict[str, Callable[[tuple[Any, ...]], None]] = {
+    "os.symlink": _observe_link,
+    "os.rename": _observe_link,
+    "os.link": _observe_link,
+    **dict.fromkeys(
+        (
+            "subprocess.Popen",
+            "os.system",
+            "os.spawn",
+            "os.posix_spawn",
+            "os.fork",
+            "os.forkpty",
+            "pty.spawn",
+        ),
+        _observe_process,
     ),
 }

@@ -87,8 +87,8 @@ class TestSpellings:
     def test_directory_swapped_for_a_link_is_seen_at_once(
         self, tmp_path: Path, outside_dir: Path
     ) -> None:
-        """On a writable file system nothing is cached: a directory replaced by a link
-        into /tmp is judged by its new target on the very next call."""
+        """On a writable file system a remembered directory replaced by a link into /tmp
+        is judged by its new target on the very next call."""
         (outside_dir / "sub").mkdir()
         with guard(tmp="block"):
             (outside_dir / "sub" / "first.txt").write_text("allowed")
