@@ -1,6 +1,6 @@
 """Not a test: the cost of an open under the file policies, against an unguarded baseline.
 
-    python tests/files/perf_open.py [ROUNDS] [NAME=LAMBDAGUARD_PARENT_DIR ...]
+    python benchmarks/files_open.py [ROUNDS] [NAME=LAMBDAGUARD_PARENT_DIR ...]
 
 Run it from a directory outside the checkout, with an interpreter in which lambdaguard is
 *not* installed (each NAME=DIR puts that copy of the ``lambdaguard`` package first on the
@@ -9,7 +9,7 @@ interpreter's site-packages outside /tmp (the ``site`` case reads a botocore dat
 which must not itself be under the tmp policy). For example, before and after a change::
 
     git archive BASE lambdaguard | tar -x -C /var/tmp/before
-    python tests/files/perf_open.py 15 before=/var/tmp/before after=$PWD
+    python benchmarks/files_open.py 15 before=/var/tmp/before after=$PWD
 
 Workers, taking turns round by round so that the machine's noise hits all of them alike:
 ``pristine`` never imports lambdaguard; ``hookfloor`` adds one audit hook that does a
