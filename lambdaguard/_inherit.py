@@ -19,7 +19,6 @@ installed, and unpickling text from the environment would run whatever it names.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -68,12 +67,16 @@ def encode(layers: tuple[Policy, ...]) -> str:
             rules[name] = entry
         if rules:
             out.append(rules)
+    import json  # lazily: only a policy actually carried into a child needs it
+
     return json.dumps({"version": _VERSION, "layers": out}, separators=(",", ":"))
 
 
 def decode(raw: str) -> list[dict[str, Any]]:
     """Parse the variable; ConfigError names it and says what went wrong."""
     try:
+        import json
+
         data = json.loads(raw)
     except ValueError:
         data = None

@@ -47,7 +47,6 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from lambdaguard import _inherit, _internal, scope
@@ -414,16 +413,31 @@ def _with_carrier(env: object, carry: str | None) -> Any:
 _POPEN_READS = ("args", "executable", "shell", "cwd", "env")
 
 
-@dataclass(frozen=True)
 class _Layout:
-    """Where a function's parameters are: enough to bind a call the way Python would."""
+    """Where a function's parameters are: enough to bind a call the way Python would.
 
-    position: dict[str, int]  # positional-or-keyword parameter -> index (self excluded)
-    names: frozenset[str]  # every parameter a keyword may name
-    defaults: dict[str, Any]
-    required: tuple[str, ...]
-    var_positional: bool
-    var_keyword: bool
+    A plain class: importing dataclasses (and with it inspect) at activation costs ~10 ms
+    of cold start; inspect itself is imported only when a first Popen is decided.
+    """
+
+    __slots__ = ("defaults", "names", "position", "required", "var_keyword", "var_positional")
+
+    def __init__(
+        self,
+        *,
+        position: dict[str, int],  # positional-or-keyword parameter -> index (self excluded)
+        names: frozenset[str],  # every parameter a keyword may name
+        defaults: dict[str, Any],
+        required: tuple[str, ...],
+        var_positional: bool,
+        var_keyword: bool,
+    ) -> None:
+        self.position = position
+        self.names = names
+        self.defaults = defaults
+        self.required = required
+        self.var_positional = var_positional
+        self.var_keyword = var_keyword
 
     @classmethod
     def of(cls, function: Callable[..., Any]) -> _Layout:
