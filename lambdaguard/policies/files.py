@@ -168,7 +168,7 @@ def _roots(*paths: str) -> tuple[str, ...]:
 _MEMO_LIMIT = 4096
 
 
-def _memoised(rule: Tmp | HandlerSource, real: str, lexical: str, write: bool) -> bool:
+def _memoised(rule: _PathRule, real: str, lexical: str, write: bool) -> bool:
     memo = rule.__dict__.get("_memo")
     if memo is None:
         memo = rule.__dict__["_memo"] = {}
@@ -212,8 +212,25 @@ def _tempfile_dir() -> str:
             return "/tmp"
 
 
+class _PathRule(Rule):
+    """What the two file policies share: judging a FileTarget through a memoised ``_permits``."""
+
+    def permits(self, event: Event) -> bool:
+        target = event.subject
+        if not isinstance(target, FileTarget):
+            return True
+        return self.permits_paths(target.real, target.lexical, target.write)
+
+    def permits_paths(self, real: str, lexical: str, write: bool) -> bool:
+        """Whether this rule lets the path through (its allow-list, its scope); memoised."""
+        return _memoised(self, real, lexical, write)
+
+    def _permits(self, real: str, lexical: str, write: bool) -> bool:
+        raise NotImplementedError
+
+
 @register
-class Tmp(Rule):
+class Tmp(_PathRule):
     """The ``tmp`` policy: reading and writing files under /tmp.
 
     Governs /tmp and the directory ``tempfile`` uses (``tempfile.gettempdir()``, which
@@ -274,16 +291,6 @@ class Tmp(Rule):
             or real in roots
             or (lexical is not real and (lexical.startswith(prefixes) or lexical in roots))
         )
-
-    def permits(self, event: Event) -> bool:
-        target = event.subject
-        if not isinstance(target, FileTarget):
-            return True
-        return self.permits_paths(target.real, target.lexical, target.write)
-
-    def permits_paths(self, real: str, lexical: str, write: bool) -> bool:
-        """Whether the allow-list (or the access setting) lets this path through; memoised."""
-        return _memoised(self, real, lexical, write)
 
     def _permits(self, real: str, lexical: str, write: bool) -> bool:
         if not write and self.access == WRITE:
@@ -386,7 +393,7 @@ def handler_entries(handler: str) -> frozenset[str]:
 
 
 @register
-class HandlerSource(Rule):
+class HandlerSource(_PathRule):
     """The ``handler_source`` policy: reading the function's own code other than by import.
 
     The task root is ``LAMBDA_TASK_ROOT`` (default ``/var/task``), read when the rule is
@@ -433,16 +440,6 @@ class HandlerSource(Rule):
             # The task root itself (listing it lists the code), or the handler's module.
             return True
         return first not in dependency_names(root)
-
-    def permits(self, event: Event) -> bool:
-        target = event.subject
-        if not isinstance(target, FileTarget):
-            return True
-        return self.permits_paths(target.real, target.lexical, target.write)
-
-    def permits_paths(self, real: str, lexical: str, write: bool) -> bool:
-        """Whether the path is not the author's code, or is allow-listed; memoised."""
-        return _memoised(self, real, lexical, write)
 
     def _permits(self, real: str, lexical: str, write: bool) -> bool:
         forms = (real,) if real == lexical else (real, lexical)
