@@ -32,9 +32,8 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
-from lambdaguard import _internal
+from lambdaguard import _internal, scope
 from lambdaguard.policy import Active
-from lambdaguard.scope import current
 
 AuditHandler = Callable[[tuple[Any, ...], Active], None]
 AuditObserver = Callable[[tuple[Any, ...]], None]
@@ -44,19 +43,25 @@ _handlers: dict[str, AuditHandler] = {}
 # a sensor's memory honest (sensors/files.py forgets link-free paths when a link may have
 # been made). They must not raise. Only a few rare events have one.
 _observers: dict[str, tuple[AuditObserver, ...]] = {}
+# What the hook reads: event -> (handler, observers or None), so that every audit event in
+# the process costs one dict lookup, and a watched one a second tuple unpack.
+_table: dict[str, tuple[AuditHandler, tuple[AuditObserver, ...] | None]] = {}
 _hook_added = False
+_scope_get = scope._scope.get
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    handler = _handlers.get(event)
-    if handler is None:
+    entry = _table.get(event)
+    if entry is None:
         return
-    observers = _observers.get(event)
+    handler, observers = entry
     if observers is not None:
         for observe in observers:
             observe(args)
-    # No scope is the common case: settle it before the thread-local marks.
-    active = current()
+    # No scope is the common case: settle it before the thread-local marks. This is
+    # scope.current() inlined: the hook runs for every watched event in the process.
+    state = _scope_get()
+    active = scope._baseline_active if state is None else state.active()
     if active is None or _internal.is_quiet(event, args) or _internal.busy():
         return
     # The handler's own work (resolving a path opens it with O_PATH, reporting writes a
@@ -83,6 +88,10 @@ def install(modules: Iterable[ModuleType]) -> None:
                 _observers[event] = (*_observers.get(event, ()), observer)
     for event in _observers:
         _handlers.setdefault(event, _ignore)
+    _table.clear()
+    _table.update(
+        {event: (handler, _observers.get(event)) for event, handler in _handlers.items()}
+    )
     if not _hook_added:
         sys.addaudithook(_hook)
         _hook_added = True

@@ -463,7 +463,7 @@ import _socket
 from lambdaguard import guard
 from lambdaguard.sensors import audit, ensure_installed
 ensure_installed()
-audit._handlers.clear()
+audit._table.clear()
 with guard(network="block"):
     s = _socket.socket()
     s.connect(("127.0.0.1", PORT))
