@@ -73,35 +73,55 @@ _SENSITIVE = (
     r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key"
     r"|client[-_]?secret|credentials?|auth|session|signature)"
 )
-# --password=VALUE, --api-key=VALUE (also inside a shell command string).
-_OPTION_VALUE = re.compile(rf"(--?[\w-]*{_SENSITIVE}[\w-]*=)(\S+)", re.IGNORECASE)
-# --password VALUE, -p VALUE inside a shell command string.
-_OPTION_SPACE = re.compile(
-    rf"((?:^|\s)(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)\s+)([^\s-]\S*)", re.IGNORECASE
-)
-# AWS_SECRET_ACCESS_KEY=VALUE, DB_PASSWORD=VALUE (environment assignments).
-_ENV_VALUE = re.compile(
-    rf"(\b[A-Za-z_][A-Za-z0-9_]*{_SENSITIVE}[A-Za-z0-9_]*=)(\S+)", re.IGNORECASE
-)
-# Authorization: Bearer VALUE / Basic VALUE, in header arguments.
-_AUTH_HEADER = re.compile(r"(authorization:\s*(?:\w+\s+)?)(\S+)", re.IGNORECASE)
-# https://user:password@host
-_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)([^@\s/]+)(@)")
-# Values that are tokens whatever precedes them: AWS key ids, JWTs, GitHub and Slack tokens.
-_TOKENS = re.compile(
-    r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*|gh[pousr]_\w{20,}"
-    r"|github_pat_\w{20,}|xox[abposr]-[\w-]{10,})"
-)
-_SECRET_FLAG = re.compile(rf"^(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)$", re.IGNORECASE)
+class _Patterns:
+    """The masking patterns, compiled when the first line with an argv is written.
+
+    Compiling them at import would put ~4 ms of regular-expression compilation into every
+    cold start, for lines most invocations never write.
+    """
+
+    def __init__(self) -> None:
+
+        # --password=VALUE, --api-key=VALUE (also inside a shell command string).
+        self.option_value = re.compile(rf"(--?[\w-]*{_SENSITIVE}[\w-]*=)(\S+)", re.IGNORECASE)
+        # --password VALUE, -p VALUE inside a shell command string.
+        self.option_space = re.compile(
+            rf"((?:^|\s)(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)\s+)([^\s-]\S*)", re.IGNORECASE
+        )
+        # AWS_SECRET_ACCESS_KEY=VALUE, DB_PASSWORD=VALUE (environment assignments).
+        self.env_value = re.compile(
+            rf"(\b[A-Za-z_][A-Za-z0-9_]*{_SENSITIVE}[A-Za-z0-9_]*=)(\S+)", re.IGNORECASE
+        )
+        # Authorization: Bearer VALUE / Basic VALUE, in header arguments.
+        self.auth_header = re.compile(r"(authorization:\s*(?:\w+\s+)?)(\S+)", re.IGNORECASE)
+        # https://user:password@host
+        self.url_password = re.compile(r"(://[^/\s:@]+:)([^@\s/]+)(@)")
+        # Values that are tokens whatever precedes them: AWS key ids, JWTs, GitHub, Slack.
+        self.tokens = re.compile(
+            r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*|gh[pousr]_\w{20,}"
+            r"|github_pat_\w{20,}|xox[abposr]-[\w-]{10,})"
+        )
+        self.secret_flag = re.compile(rf"^(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)$", re.IGNORECASE)
+
+
+_compiled: _Patterns | None = None
+
+
+def _patterns() -> _Patterns:
+    global _compiled
+    if _compiled is None:
+        _compiled = _Patterns()
+    return _compiled
 
 
 def _mask_text(text: str) -> str:
-    text = _OPTION_VALUE.sub(rf"\1{MASK}", text)
-    text = _OPTION_SPACE.sub(rf"\1{MASK}", text)
-    text = _ENV_VALUE.sub(rf"\1{MASK}", text)
-    text = _AUTH_HEADER.sub(rf"\1{MASK}", text)
-    text = _URL_PASSWORD.sub(rf"\1{MASK}\3", text)
-    return _TOKENS.sub(MASK, text)
+    p = _patterns()
+    text = p.option_value.sub(rf"\1{MASK}", text)
+    text = p.option_space.sub(rf"\1{MASK}", text)
+    text = p.env_value.sub(rf"\1{MASK}", text)
+    text = p.auth_header.sub(rf"\1{MASK}", text)
+    text = p.url_password.sub(rf"\1{MASK}\3", text)
+    return p.tokens.sub(MASK, text)
 
 
 def mask_argv(argv: Iterable[str]) -> list[str]:
@@ -125,7 +145,7 @@ def mask_argv(argv: Iterable[str]) -> list[str]:
             mask_next = False
             continue
         masked = _mask_text(arg)
-        mask_next = bool(_SECRET_FLAG.match(arg))
+        mask_next = bool(_patterns().secret_flag.match(arg))
         if len(masked) > ARG_LIMIT:
             masked = masked[:ARG_LIMIT] + f"...[{len(masked) - ARG_LIMIT} more]"
         out.append(masked)
