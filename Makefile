@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test check pytest bench clean
 
-$(BIN)/.installed: setup.cfg pyproject.toml
+$(BIN)/.installed: setup.cfg setup.py pyproject.toml lambdaguard_inherit.pth
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

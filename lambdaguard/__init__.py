@@ -12,7 +12,7 @@ child processes, reading the function's own source), each in ``block``, ``alert`
 See docs/quickstart.md. This module holds the public API only.
 """
 
-from __future__ import annotations
+import contextlib as _contextlib
 
 from lambdaguard.errors import (
     ConfigError,
@@ -46,9 +46,6 @@ __all__ = [
 # Tracebacks and reprs say lambdaguard.Violation, not lambdaguard.errors.Violation.
 for _name in __all__:
     _obj = globals()[_name]
-    if hasattr(_obj, "__module__"):
-        try:
-            _obj.__module__ = "lambdaguard"
-        except (AttributeError, TypeError):
-            pass
+    with _contextlib.suppress(AttributeError, TypeError):
+        _obj.__module__ = "lambdaguard"
 del _name, _obj

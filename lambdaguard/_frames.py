@@ -1,4 +1,13 @@
-"""Find the code location that caused an operation: the first frame outside lambdaguard."""
+"""Find the code location that caused an operation, and the stack around it.
+
+``location`` is the first frame that is neither lambdaguard's own nor the Python standard
+library's: for ``subprocess.run(...)`` or ``urllib.request.urlopen(...)`` that is the line
+of the function's code (or of the dependency) that made the call, not a line inside
+``subprocess.py`` or ``socket.py``. When every frame outside lambdaguard is standard
+library (code run by the interpreter itself), it is the first frame outside lambdaguard.
+``stack`` lists the frames outside lambdaguard, standard library included, innermost
+first, so nothing between the call and the operation is hidden.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +19,46 @@ from types import FrameType
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # wrapt's pure-Python fallback adds frames between the caller and our wrapper; they are
 # part of the patch machinery, not of the user's code.
-_MACHINERY = (_PACKAGE_DIR, os.sep + "wrapt" + os.sep)
+_WRAPT_PART = os.sep + "wrapt" + os.sep
+# The standard library's directory, found from a module that always lives there.
+_STDLIB_DIR = os.path.dirname(os.path.abspath(os.__file__)) + os.sep
+_THIRD_PARTY_PARTS = (os.sep + "site-packages" + os.sep, os.sep + "dist-packages" + os.sep)
 STACK_DEPTH = 8
+SEARCH_DEPTH = 64  # frames walked to find the location; bounded for deep recursion
 
 
 def _is_machinery(filename: str) -> bool:
-    return filename.startswith(_PACKAGE_DIR) or _MACHINERY[1] in filename
+    return filename.startswith(_PACKAGE_DIR) or _WRAPT_PART in filename
+
+
+def _is_stdlib(filename: str) -> bool:
+    if filename.startswith("<frozen "):
+        return True
+    return filename.startswith(_STDLIB_DIR) and not any(
+        part in filename for part in _THIRD_PARTY_PARTS
+    )
 
 
 def user_frames(
-    depth: int = STACK_DEPTH,
     _getframe: Callable[[int], FrameType] = sys._getframe,  # only for tests: avoids monkeypatching
-) -> list[str]:
-    """``file:line`` of up to ``depth`` frames outside lambdaguard, innermost first.
-
-    The first is the contract's ``location``. lambdaguard's own frames (sensors, the
-    decorator's wrapper) are left out wherever they stand in the stack.
-    """
+) -> tuple[str, list[str]]:
+    """``(location, stack)``: see the module docstring. ``location`` is ``<unknown>`` if none."""
     frame: FrameType | None = _getframe(1)
-    out: list[str] = []
-    while frame is not None and len(out) < depth:
+    stack: list[str] = []
+    location = ""
+    first_outside = ""
+    walked = 0
+    while (
+        frame is not None and walked < SEARCH_DEPTH and not (location and len(stack) >= STACK_DEPTH)
+    ):
+        walked += 1
         filename = frame.f_code.co_filename
         if not _is_machinery(filename):
-            out.append(f"{filename}:{frame.f_lineno}")
+            where = f"{filename}:{frame.f_lineno}"
+            if len(stack) < STACK_DEPTH:
+                stack.append(where)
+            first_outside = first_outside or where
+            if not location and not _is_stdlib(filename):
+                location = where
         frame = frame.f_back
-    return out
+    return location or first_outside or "<unknown>", stack

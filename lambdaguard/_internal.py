@@ -12,8 +12,9 @@ audit hook skips that one event name so that the operation is decided and report
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 _local = threading.local()
 
@@ -33,12 +34,47 @@ def own_work() -> Iterator[None]:
         _local.busy = outer
 
 
-def quiet_event() -> str | None:
-    return _local.__dict__.get("quiet")  # type: ignore[no-any-return]
+QuietMatch = Callable[[tuple[Any, ...]], bool]
+# (audit event name, matcher): what the audit hook skips on this thread, if anything.
+QuietMark = tuple[str, "QuietMatch | None"] | None
 
 
-def set_quiet(event: str | None) -> str | None:
-    """Set the audit event name to skip on this thread; returns the previous one to restore."""
-    previous: str | None = _local.__dict__.get("quiet")
-    _local.quiet = event
+def is_quiet(event: str, args: tuple[Any, ...]) -> bool:
+    """Whether the audit hook should skip this event: the call a patch already decided.
+
+    Without a matcher, any event of the quiet name is skipped. A matcher narrows that to
+    the decided call's own arguments, because user code can run between the patch's
+    decision and the C function's audit event (a ``str`` subclass's ``encode``, an
+    ``__index__``, a finalizer) and must not borrow the mark for an operation of its own.
+    """
+    mark: QuietMark = _local.__dict__.get("quiet")
+    if mark is None or mark[0] != event:
+        return False
+    same = mark[1]
+    return same is None or same(args)
+
+
+def set_quiet(event: str, same: QuietMatch | None = None) -> QuietMark:
+    """Mark ``event`` (with its matcher) quiet on this thread; return the mark to restore.
+
+    The name and its matcher are set and restored together, so a nested mark never
+    inherits an outer mark's matcher.
+    """
+    previous: QuietMark = _local.__dict__.get("quiet")
+    _local.quiet = (event, same)
     return previous
+
+
+def restore_quiet(previous: QuietMark) -> None:
+    _local.quiet = previous
+
+
+def mark_busy() -> bool:
+    """Set the busy flag without a context manager (the audit hook's hot path); returns it."""
+    outer: bool = _local.__dict__.get("busy", False)
+    _local.busy = True
+    return outer
+
+
+def restore_busy(outer: bool) -> None:
+    _local.busy = outer

@@ -10,9 +10,13 @@ Per-policy matching lives in each rule's ``permits`` (lambdaguard.policies).
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from lambdaguard import report
 from lambdaguard.errors import Violation, violation_for
-from lambdaguard.policy import Event, Mode, Rule
+from lambdaguard.policy import Active, Event, Mode, Rule
+
+ALLOWED_MEMO_LIMIT = 1024
 
 
 def decide(event: Event, rules: tuple[Rule, ...]) -> Mode:
@@ -41,3 +45,23 @@ def enforce(event: Event, rules: tuple[Rule, ...]) -> None:
     """Check ``event`` and raise if it is blocked: for sensors with no cleanup to do first."""
     if check(event, rules) is Mode.BLOCK:
         raise blocked(event)
+
+
+def allowed_before(active: Active, key: Hashable) -> bool:
+    """Whether the operation ``key`` was decided ``allow`` under these merged rules before.
+
+    A memo of allow verdicts only, for sensors on hot paths (connect, lookups). Sound
+    because a verdict is a function of the rules (immutable) and the operation (the key
+    must capture everything ``permits`` reads). The one input that changes is the record
+    of resolved names: it grows, which can turn a block into an allow but never an allow
+    into a block (when it forgets its oldest entries, an allow already memoised stays).
+    Alerts and blocks are never memoised: each is reported.
+    """
+    return key in active.allowed
+
+
+def remember_allowed(active: Active, key: Hashable) -> None:
+    allowed = active.allowed
+    if len(allowed) >= ALLOWED_MEMO_LIMIT:
+        allowed.clear()
+    allowed[key] = True

@@ -29,6 +29,10 @@ SETTINGS: dict[str, str] = {
     "LAMBDAGUARD_DRY_RUN": "true/false: every block becomes an alert",
     "LAMBDAGUARD_REPORT_LIMIT": "violation lines per invocation before the rest are summarised",
     "LAMBDAGUARD_HANDLER": "the real handler, for zero-code activation (module.function)",
+    "LAMBDAGUARD_SUBPROCESS_INHERIT": "true/false: allowed children carry the policy in force",
+    "LAMBDAGUARD_INHERITED_POLICY": "set by lambdaguard in an allowed child: its carried policy",
+    "LAMBDAGUARD_WIPE_TMP": "true/false or a directory: decorated handlers wipe what a call left",
+    "LAMBDAGUARD_TMP_ACCESS": "read-write/write: what the tmp policy governs (default read-write)",
 }
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -22,19 +22,20 @@ import _thread
 import contextvars
 import threading
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any
 
 from lambdaguard.policy import Policy
 from lambdaguard.scope import ScopeState, _scope, current_state
-from lambdaguard.sensors._patching import patch
+from lambdaguard.sensors._patching import patch, register_post_import
 
 
 def _in_scope() -> bool:
     return current_state() is not None
 
 
-def _thread_start(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _thread_start(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if instance is not None and _in_scope():
         context = contextvars.copy_context()
         run = instance.run
@@ -43,7 +44,9 @@ def _thread_start(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
     return wrapped(*args, **kwargs)
 
 
-def _start_new_thread(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _start_new_thread(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if _in_scope() and args:
         context = contextvars.copy_context()
         function = args[0]
@@ -51,27 +54,54 @@ def _start_new_thread(wrapped: Callable[..., Any], instance: Any, args: tuple[An
     return wrapped(*args, **kwargs)
 
 
-def _thread_pool_submit(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _outside_scope(wrapped: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``wrapped`` with no scope in this context.
+
+    A thread pool starts its worker threads lazily, inside submit(). Those workers must
+    not inherit the submitter's scope, or every later submission, guarded or not, would
+    run guarded: it is the submission that carries the scope, not the pool. (Process
+    pools are handled by ScopedCall instead, because starting their workers must still
+    be judged under the submitter's subprocess policy.)
+    """
+    token = _scope.set(None)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _scope.reset(token)
+
+
+def _thread_pool_submit(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     if not _in_scope() or not args:
         return wrapped(*args, **kwargs)
     context = contextvars.copy_context()
-    return wrapped(context.run, *args, **kwargs)
+    return _outside_scope(wrapped, context.run, *args, **kwargs)
 
 
 class ScopedCall:
-    """A process-pool submission that re-enters its submitter's policy in the worker."""
+    """A process-pool submission that runs under exactly its submitter's policy.
+
+    Every submission is wrapped, guarded or not: a worker forked from a guarded submitter
+    inherits that submitter's scope, and an unguarded submission must not run under it.
+    With no layers the worker's scope is cleared; with layers they are re-entered (a
+    spawned worker has no baseline of its own, so baseline layers travel too).
+    """
 
     def __init__(self, function: Callable[..., Any], layers: tuple[Policy, ...]) -> None:
         self.function = function
         self.layers = layers
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from lambdaguard.sensors import ensure_installed
+        state = None
+        if self.layers:
+            from lambdaguard.sensors import ensure_installed
 
-        ensure_installed()
-        owner = object()
-        layered = tuple((owner, policy) for policy in self.layers)
-        token = _scope.set(ScopeState(layered, {}, None, _scope.get(), owner))
+            ensure_installed()
+            owner = object()
+            layered = tuple((owner, policy) for policy in self.layers)
+            state = ScopeState(layered, {}, None, None, owner)
+        token = _scope.set(state)
         try:
             return self.function(*args, **kwargs)
         finally:
@@ -83,7 +113,7 @@ def _layers_in_force() -> tuple[Policy, ...]:
 
     state = current_state()
     if state is None:
-        return ()
+        return tuple(policy for _, policy in scope._baseline_layers)
     base = tuple(
         policy.replaced(state.overrides[owner]) if owner in state.overrides else policy
         for owner, policy in scope._baseline_layers
@@ -91,9 +121,13 @@ def _layers_in_force() -> tuple[Policy, ...]:
     return base + tuple(policy for _, policy in state.layers)
 
 
-def _process_pool_submit(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if not _in_scope() or not args:
+def _process_pool_submit(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if not args:
         return wrapped(*args, **kwargs)
+    # Not _outside_scope: starting the worker processes is itself judged by the subprocess
+    # policy of the submitter's scope. ScopedCall fixes what the worker runs under.
     return wrapped(ScopedCall(args[0], _layers_in_force()), *args[1:], **kwargs)
 
 
@@ -108,6 +142,15 @@ def install() -> None:
             return
         patch(threading, "Thread.start", _thread_start)
         patch(_thread, "start_new_thread", _start_new_thread)
-        patch(futures.ThreadPoolExecutor, "submit", _thread_pool_submit)
-        patch(futures.ProcessPoolExecutor, "submit", _process_pool_submit)
+        # Patched when first imported (now, if they already are): importing
+        # concurrent.futures.process just to patch it would pull multiprocessing, pickle
+        # and logging into every cold start, about 30 ms.
+        register_post_import(
+            "concurrent.futures.thread",
+            lambda module: patch(module, "ThreadPoolExecutor.submit", _thread_pool_submit),
+        )
+        register_post_import(
+            "concurrent.futures.process",
+            lambda module: patch(module, "ProcessPoolExecutor.submit", _process_pool_submit),
+        )
         _installed = True

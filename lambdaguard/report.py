@@ -26,13 +26,11 @@ Never raising: a failure to format or write a line is swallowed and counted
 from __future__ import annotations
 
 import contextvars
-import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from lambdaguard import _internal
@@ -77,17 +75,30 @@ def safe_text(value: object, limit: int = TARGET_LIMIT) -> str:
 class Invocation:
     """One call of a guarded handler: its Lambda context and its reporting budget."""
 
+    __slots__ = ("_keys", "cold_start", "context", "fragment", "limit", "suppressed", "written")
+
     def __init__(self, lambda_context: Any, limit: int, *, cold_start: bool) -> None:
         self.limit = limit
         self.written = 0
         self.suppressed: dict[tuple[str, str], int] = {}
-        self.keys = _lambda_keys(lambda_context)
+        self.context = lambda_context
+        self._keys: dict[str, Any] | None = None
+        self.fragment: str | None = None  # JSON of the keys this invocation's lines share
         self.cold_start = cold_start
+
+    @property
+    def keys(self) -> dict[str, Any]:
+        # Read from the context when the first line is written, not on every invocation.
+        if self._keys is None:
+            self._keys = _lambda_keys(self.context)
+        return self._keys
 
 
 def _take_cold_start() -> bool:
     """True for the first invocation in this process (the Lambda cold start), then False."""
     global _cold_start
+    if not _cold_start:
+        return False
     with _lock:
         first, _cold_start = _cold_start, False
     return first
@@ -109,43 +120,68 @@ def _lambda_keys(context: Any) -> dict[str, Any]:
     return keys
 
 
-def _looks_like_lambda_context(value: object) -> bool:
-    return hasattr(value, "aws_request_id") and hasattr(value, "function_name")
-
-
 # Work outside any guarded handler (module import, with-blocks in scripts) is reported
-# against this process-level pseudo-invocation; its suppressed count is flushed when the
-# first real invocation starts.
+# against this process-level pseudo-invocation. It has no end, so its budget is a window:
+# at most `limit` lines per OUTSIDE_WINDOW seconds, the suppressed count flushed when the
+# window rolls over or when a real invocation starts.
+OUTSIDE_WINDOW = 60.0
 _outside = Invocation(None, DEFAULT_LIMIT, cold_start=True)
+_outside_window_start = time.monotonic()
 _invocation: contextvars.ContextVar[Invocation] = contextvars.ContextVar(
     "lambdaguard_invocation", default=_outside
 )
-_in_handler: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "lambdaguard_in_handler", default=False
-)
+
+Started = tuple["contextvars.Token[Invocation]", Invocation] | None
 
 
-@contextmanager
-def invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Iterator[None]:
-    """Begin an invocation around a guarded call, unless one is already running here.
+def begin_invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Started:
+    """Begin an invocation for a guarded call, unless one is already running here.
 
     Only the outermost guarded call is an invocation: a guarded helper called from a
-    guarded handler shares the handler's budget.
+    guarded handler shares the handler's budget (None is returned for it). Pass the
+    result to :func:`end_invocation`. Plain calls, not a context manager: this runs on
+    every invocation of every guarded handler.
     """
-    if _in_handler.get():
-        yield
+    if _invocation.get() is not _outside:
+        return None
+    context = None
+    # (event, context) for a function; (self, event, context) for a method.
+    for index in (1, 2, 0):
+        if len(args) > index and getattr(args[index], "aws_request_id", None) is not None:
+            context = args[index]
+            break
+    if _outside.suppressed:
+        _flush(_outside)
+    current = Invocation(context, limit, cold_start=_cold_start and _take_cold_start())
+    return _invocation.set(current), current
+
+
+def end_invocation(started: Started) -> None:
+    """End what :func:`begin_invocation` began: summarise what was suppressed."""
+    if started is None:
         return
-    context = next((a for a in args[:3] if _looks_like_lambda_context(a)), None)
-    _flush(_outside)
-    current = Invocation(context, limit, cold_start=_take_cold_start())
-    token = _invocation.set(current)
-    handler_token = _in_handler.set(True)
-    try:
-        yield
-    finally:
-        _in_handler.reset(handler_token)
-        _invocation.reset(token)
+    token, current = started
+    _invocation.reset(token)
+    if current.suppressed:
         _flush(current)
+
+
+def _roll_outside_window() -> None:
+    global _outside_window_start
+    now = time.monotonic()
+    if now - _outside_window_start < OUTSIDE_WINDOW:
+        return
+    _outside_window_start = now
+    _flush(_outside)
+    _outside.written = 0
+
+
+def reset_for_tests() -> None:
+    """Give the outside-any-invocation budget a fresh window. For lambdaguard.testing only."""
+    global _outside_window_start
+    _outside.written = 0
+    _outside.suppressed = {}
+    _outside_window_start = time.monotonic()
 
 
 def _flush(inv: Invocation) -> None:
@@ -167,6 +203,8 @@ def _flush(inv: Invocation) -> None:
 def violation(event: Event, verdict: Mode) -> None:
     """Report one alerted or blocked operation, within this invocation's budget."""
     inv = _invocation.get()
+    if inv is _outside:
+        _roll_outside_window()
     with _lock:
         if inv.written >= inv.limit:
             key = (event.policy, verdict.value)
@@ -174,14 +212,14 @@ def violation(event: Event, verdict: Mode) -> None:
             return
         inv.written += 1
     try:
-        frames = user_frames()
+        location, frames = user_frames()
         payload: dict[str, Any] = {
             "event": "violation",
             "policy": event.policy,
             "mode": verdict.value,
             "action": event.action,
             "target": safe_text(event.target),
-            "location": frames[0] if frames else "<unknown>",
+            "location": location,
             "stack": frames,
         }
         if event.details:
@@ -198,7 +236,7 @@ def violation(event: Event, verdict: Mode) -> None:
 def relaxation(owner: object, before: Policy, rules: Mapping[str, Rule]) -> None:
     """Report a deliberate loosening (``relaxed``, ``Baseline.update``, ``Baseline.remove``)."""
     try:
-        frames = user_frames()
+        location, frames = user_frames()
         changes = {
             name: {
                 "from": _rule_text(before.rules.get(name)),
@@ -210,7 +248,7 @@ def relaxation(owner: object, before: Policy, rules: Mapping[str, Rule]) -> None
             "event": "relaxed",
             "by": safe_text(repr(owner), 300),
             "changes": changes,
-            "location": frames[0] if frames else "<unknown>",
+            "location": location,
             "stack": frames,
         }
     except Exception:
@@ -255,28 +293,35 @@ def _emit(
 ) -> None:
     with _internal.own_work():
         try:
-            extra: dict[str, Any] = {"lambdaguard": payload}
-            if metric is not None:
-                policy, mode, count = metric
-                extra.update(_emf(policy, mode, count))
             from lambdaguard.scope import current_logger
 
             logger = current_logger()
             if logger is not None:
-                log = logger.error if level == "ERROR" else logger.warning
-                if level == "INFO":
-                    log = logger.info
-                log(message, extra=extra)
+                _emit_through(logger, level, message, payload, metric)
                 return
-            record = _base_record(level, message, inv)
-            record.update(extra)
-            line = json.dumps(record, ensure_ascii=True, separators=(",", ":"), default=str)
+            line = _line(level, message, payload, metric, inv)
             stream = sys.stdout
             with _lock:
-                stream.write(line + "\n")
+                stream.write(line)
                 stream.flush()
         except Exception:
             _count_failure()
+
+
+def _emit_through(
+    logger: Any,
+    level: str,
+    message: str,
+    payload: dict[str, Any],
+    metric: tuple[str, str, int] | None,
+) -> None:
+    """Write through a user's powertools Logger: its keys and settings, our fields as extra."""
+    extra: dict[str, Any] = {"lambdaguard": payload}
+    if metric is not None:
+        policy, mode, count = metric
+        extra.update(_emf(policy, mode, count))
+    log = {"ERROR": logger.error, "INFO": logger.info}.get(level, logger.warning)
+    log(message, extra=extra)
 
 
 def _emf(policy: str, mode: str, count: int) -> dict[str, Any]:
@@ -297,14 +342,42 @@ def _emf(policy: str, mode: str, count: int) -> dict[str, Any]:
     }
 
 
-def _base_record(level: str, message: str, inv: Invocation) -> dict[str, Any]:
-    now = time.time()
+# The default writer builds the line from JSON fragments rather than one json.dumps of the
+# whole record: the EMF directive and the invocation's keys are the same on every line, and
+# encoding them once keeps a reported violation well under the 50 us budget
+# (docs/performance.md). The result is the same JSON object, key for key.
+_EMF_DIRECTIVE = (
+    '"CloudWatchMetrics":[{"Namespace":"' + METRIC_NAMESPACE + '",'
+    '"Dimensions":[["Policy","Mode"]],"Metrics":[{"Name":"' + METRIC_NAME + '","Unit":"Count"}]}]'
+)
+_encoder: Any = None
+_second = -1
+_second_text = ""
+
+
+def _encode(value: object) -> str:
+    global _encoder
+    if _encoder is None:
+        import json  # lazily: not every process ever writes a line
+
+        _encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
+    text: str = _encoder.encode(value)
+    return text
+
+
+def _timestamp(now: float) -> str:
+    """powertools' default format, UTC; strftime only when the second changes."""
+    global _second, _second_text
+    second = int(now)
+    if second != _second:
+        _second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+        _second = second
+    return f"{_second_text},{int(now * 1000) % 1000:03d}+0000"
+
+
+def _invocation_keys(inv: Invocation) -> str:
+    """The JSON fragment of the keys every line of this invocation shares (after timestamp)."""
     record: dict[str, Any] = {
-        "level": level,
-        "location": "lambdaguard",
-        "message": message,
-        "timestamp": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now))
-        + f",{int(now * 1000) % 1000:03d}+0000",
         "service": os.environ.get("POWERTOOLS_SERVICE_NAME", "service_undefined"),
         "cold_start": inv.cold_start,
     }
@@ -313,4 +386,51 @@ def _base_record(level: str, message: str, inv: Invocation) -> dict[str, Any]:
     if trace:
         root = next((p[5:] for p in trace.split(";") if p.startswith("Root=")), trace)
         record["xray_trace_id"] = safe_text(root, 100)
-    return record
+    return _encode(record)[1:-1]
+
+
+def _line(
+    level: str,
+    message: str,
+    payload: dict[str, Any],
+    metric: tuple[str, str, int] | None,
+    inv: Invocation,
+) -> str:
+    now = time.time()
+    if inv is _outside or inv.fragment is None:
+        # Outside any invocation the process lives on and the environment may change.
+        fragment = _invocation_keys(inv)
+        if inv is not _outside:
+            inv.fragment = fragment
+    else:
+        fragment = inv.fragment
+    parts = [
+        '{"level":"',
+        level,
+        '","location":"lambdaguard","message":',
+        _encode(message),
+        ',"timestamp":"',
+        _timestamp(now),
+        '",',
+        fragment,
+        ',"lambdaguard":',
+        _encode(payload),
+    ]
+    if metric is not None:
+        policy, mode, count = metric
+        parts += [
+            ',"_aws":{"Timestamp":',
+            str(int(now * 1000)),
+            ",",
+            _EMF_DIRECTIVE,
+            '},"Policy":',
+            _encode(policy),
+            ',"Mode":',
+            _encode(mode),
+            ',"',
+            METRIC_NAME,
+            '":',
+            str(int(count)),
+        ]
+    parts.append("}\n")
+    return "".join(parts)

@@ -20,16 +20,18 @@ applies, so code inside a blocked scope gains nothing by opening ``guard(network
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
-import inspect
+import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from lambdaguard import report
-from lambdaguard.environment import build_policy, build_relaxation
+from lambdaguard.environment import build_policy, build_relaxation, read_flag, read_positive_int
+from lambdaguard.errors import ConfigError
 from lambdaguard.policy import Active, Mode, Policy, Rule, merge
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,9 +89,28 @@ class ScopeState:
                 for owner, policy in _baseline_layers
             ]
             # Benign race: two threads sharing this state may both compute; same result.
-            self._active = merge([*base, *(policy for _, policy in self.layers)])
+            self._active = _merged((*base, *(policy for _, policy in self.layers)))
             self._version = version
         return self._active
+
+
+# Merged views by the exact layers they merge. A decorated handler enters a new ScopeState
+# on every invocation; reusing the Active of the same layers keeps the merge off the
+# per-invocation path and keeps each Active's memo of allowed operations warm (decide.py).
+_MERGED_LIMIT = 256
+_merged_cache: dict[tuple[Policy, ...], Active | None] = {}
+
+
+def _merged(layers: tuple[Policy, ...]) -> Active | None:
+    try:
+        return _merged_cache[layers]
+    except KeyError:
+        pass
+    active = merge(layers)
+    if len(_merged_cache) >= _MERGED_LIMIT:
+        _merged_cache.clear()
+    _merged_cache[layers] = active
+    return active
 
 
 _scope: contextvars.ContextVar[ScopeState | None] = contextvars.ContextVar(
@@ -136,13 +157,19 @@ def _pop(owner: object, what: str) -> None:
     _scope.set(state.parent)
 
 
+_sensors_installed = False
+
+
 def _activate_sensors(policy: Policy) -> None:
     # Sensors (patches and the audit hook) are installed on the first layer that can
     # object to anything; an all-"allow" guard costs nothing and installs nothing.
-    if not policy.is_inert():
-        from lambdaguard.sensors import ensure_installed
+    global _sensors_installed
+    if _sensors_installed or policy.is_inert():
+        return
+    from lambdaguard.sensors import ensure_installed
 
-        ensure_installed()
+    ensure_installed()
+    _sensors_installed = True
 
 
 def _policy_arguments(
@@ -196,9 +223,7 @@ class _Relaxation:
                     "use it inside the guard's with-block or decorated function."
                 )
             before = mine[-1]
-            layers = tuple(
-                (o, p.replaced(self._rules) if o is owner else p) for o, p in layers
-            )
+            layers = tuple((o, p.replaced(self._rules) if o is owner else p) for o, p in layers)
         report.relaxation(self._owner, before, self._rules)
         logger = parent.logger if parent is not None else None
         _push(ScopeState(layers, overrides, logger, parent, self))
@@ -216,7 +241,7 @@ class _Relaxation:
 # --- guard -------------------------------------------------------------------------------------
 
 
-class guard:  # noqa: N801  (a lower-case name: it reads as a function, like contextlib's)
+class guard:  # a lower-case name: it reads as a function, as contextlib's classes do
     """Enforce policies in a scope: as a decorator or as a context manager.
 
     Keyword-only arguments, each a mode (``"block"``, ``"alert"``, ``"allow"`` or a
@@ -230,6 +255,12 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
     logger:
         An ``aws_lambda_powertools.Logger`` to write violation lines through, instead of
         lambdaguard's own powertools-shaped JSON writer.
+    wipe_tmp:
+        ``True``: after each call of the decorated handler (also when it raises), remove
+        what that call created under /tmp and keep what was there before; one log line
+        summarises it (docs/files.md). An absolute path wipes that directory instead.
+        Not given: ``LAMBDAGUARD_WIPE_TMP`` decides. Only for the decorator: a with-block
+        is not an invocation, and ``with guard(wipe_tmp=True)`` is a ConfigError.
 
     Example::
 
@@ -248,11 +279,20 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
         subprocess: PolicyValue = None,
         handler_source: PolicyValue = None,
         logger: Any = None,
+        wipe_tmp: bool | str | os.PathLike[str] | None = None,
         **policies: PolicyValue,
     ) -> None:
         arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
         self._policy = build_policy(arguments, caller="guard")
         self._logger = logger
+        self._report_limit = read_positive_int(
+            os.environ, "LAMBDAGUARD_REPORT_LIMIT", report.DEFAULT_LIMIT
+        )
+        self._wipe_in_code = wipe_tmp not in (None, False)
+        if wipe_tmp is None:
+            wipe_tmp = _wipe_setting(os.environ.get("LAMBDAGUARD_WIPE_TMP"))
+        self._wipe_root = _wipe_root_for(wipe_tmp)
+        self._outermost = ScopeState(((self, self._policy),), {}, self._logger, None, self)
 
     @property
     def policy(self) -> Policy:
@@ -266,23 +306,34 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
     # -- context manager --
 
     def __enter__(self) -> guard:
-        _activate_sensors(self._policy)
+        if self._wipe_in_code:
+            raise ConfigError(
+                f"guard(wipe_tmp=...) wipes after each call of a decorated handler; a "
+                f"with-block has no invocation to wipe after; accepted: @guard(wipe_tmp=...) "
+                f"on the handler, or no wipe_tmp in {self!r}."
+            )
+        return self._enter()
+
+    def _enter(self) -> guard:
+        self._enter_token()
+        return self
+
+    def _enter_token(self) -> contextvars.Token[ScopeState | None]:
+        if not _sensors_installed:
+            _activate_sensors(self._policy)
         parent = _scope.get()
         if parent is None:
-            layers: tuple[tuple[object, Policy], ...] = ()
-            overrides: Mapping[Baseline, Mapping[str, Rule]] = {}
-            logger = None
-        else:
-            layers, overrides, logger = parent.layers, parent.overrides, parent.logger
+            # Outermost: the state is the same every time (it is immutable, and its merge
+            # cache is keyed by the baseline version), so it is built once per guard.
+            return _scope.set(self._outermost)
         state = ScopeState(
-            (*layers, (self, self._policy)),
-            overrides,
-            self._logger if self._logger is not None else logger,
+            (*parent.layers, (self, self._policy)),
+            parent.overrides,
+            self._logger if self._logger is not None else parent.logger,
             parent,
             self,
         )
-        _push(state)
-        return self
+        return _scope.set(state)
 
     def __exit__(
         self,
@@ -311,29 +362,58 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
     def __call__(self, fn: F) -> F: ...
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(fn):
-            raise TypeError(
-                f"guard(...) decorates a function or coroutine function, not {fn!r}."
-            )
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise TypeError(f"guard(...) decorates a function or coroutine function, not {fn!r}.")
+        kind = _function_kind(fn)
+        if kind == "generator":
             raise TypeError(
                 f"guard(...) cannot decorate the generator function {fn.__qualname__}: its "
                 "body runs after the call returns, outside the scope. Use 'with guard(...)' "
                 "inside the generator instead."
             )
-        if inspect.iscoroutinefunction(fn):
+        if kind == "coroutine":
 
             @functools.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
-                with report.invocation(args), self:
-                    return await fn(*args, **kwargs)
+                started = report.begin_invocation(args, self._report_limit)
+                try:
+                    with _wiping(self._wipe_root):
+                        token = self._enter_token()
+                        try:
+                            return await fn(*args, **kwargs)
+                        finally:
+                            _scope.reset(token)
+                finally:
+                    report.end_invocation(started)
 
             async_guarded.guard = self  # type: ignore[attr-defined]
             return async_guarded
 
+        # Closure locals: attribute and global lookups add up on a path this hot.
+        begin, end = report.begin_invocation, report.end_invocation
+        enter, reset = self._enter_token, _scope.reset
+        limit, wipe_root = self._report_limit, self._wipe_root
+
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            with report.invocation(args), self:
-                return fn(*args, **kwargs)
+            # Explicit calls rather than context managers, and a ContextVar token rather
+            # than the with-block's order check (enter and exit are this frame's own):
+            # this is the cost of every invocation of every guarded handler.
+            started = begin(args, limit)
+            try:
+                if wipe_root is not None:
+                    with _wiping(wipe_root):
+                        token = enter()
+                        try:
+                            return fn(*args, **kwargs)
+                        finally:
+                            reset(token)
+                token = enter()
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    reset(token)
+            finally:
+                end(started)
 
         guarded.guard = self  # type: ignore[attr-defined]
         return guarded
@@ -356,6 +436,63 @@ class guard:  # noqa: N801  (a lower-case name: it reads as a function, like con
         """
         arguments = _policy_arguments(network, tmp, subprocess, handler_source, policies)
         return _Relaxation(self, build_relaxation(arguments, caller="guard.relaxed"))
+
+
+def _wipe_setting(raw: str | None) -> bool | str:
+    """LAMBDAGUARD_WIPE_TMP: a boolean, or the absolute path of the directory to wipe."""
+    if raw is not None and raw.strip().startswith("/"):
+        return raw.strip()
+    try:
+        return read_flag(
+            {} if raw is None else {"LAMBDAGUARD_WIPE_TMP": raw}, "LAMBDAGUARD_WIPE_TMP"
+        )
+    except ConfigError:
+        raise ConfigError(
+            f"LAMBDAGUARD_WIPE_TMP={raw!r} is neither a boolean nor an absolute path; "
+            "accepted: true, false, 1, 0, yes, no, or /absolute/directory."
+        ) from None
+
+
+def _wipe_root_for(value: object) -> str | None:
+    # lambdaguard.wipe is imported only by guards that wipe: import lambdaguard stays cheap.
+    if value is None or value is False:
+        return None
+    from lambdaguard import wipe
+
+    return wipe.root_for(value)
+
+
+_NO_WIPE = contextlib.nullcontext()
+
+
+def _wiping(root: str | None) -> contextlib.AbstractContextManager[None]:
+    if root is None:
+        return _NO_WIPE
+    from lambdaguard import wipe
+
+    return wipe.around_invocation(root)
+
+
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+
+
+def _function_kind(fn: Callable[..., Any]) -> str:
+    """Classify fn as "coroutine", "generator" or "plain" without importing inspect (~10 ms)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:  # a partial, a callable object, a builtin: ask inspect
+        import inspect
+
+        if inspect.iscoroutinefunction(fn):
+            return "coroutine"
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            return "generator"
+        return "plain"
+    flags = code.co_flags
+    if flags & _CO_COROUTINE:
+        return "coroutine"
+    if flags & (_CO_GENERATOR | _CO_ASYNC_GENERATOR):
+        return "generator"
+    return "plain"
 
 
 # --- configure ----------------------------------------------------------------------------------
@@ -406,11 +543,11 @@ class Baseline:
         with _baseline_lock:
             before = self.policy_in_force()
             if before is None:
-                raise RuntimeError("lambdaguard: update() on a configure() handle that was removed.")
+                raise RuntimeError(
+                    "lambdaguard: update() on a configure() handle that was removed."
+                )
             self._policy = before.replaced(rules)
-            _set_baseline(
-                tuple((o, self._policy if o is self else p) for o, p in _baseline_layers)
-            )
+            _set_baseline(tuple((o, self._policy if o is self else p) for o, p in _baseline_layers))
         _activate_sensors(self._policy)
         report.relaxation(self, before, rules)
 
@@ -458,4 +595,4 @@ def reset_for_tests() -> None:
         _set_baseline(())
         _default_logger = None
     _scope.set(None)
-
+    report.reset_for_tests()

@@ -4,11 +4,12 @@ Allow-list entries (docs/network.md has the full table)::
 
     api.example.com          a host name (any port)
     api.example.com:443      a host name on one port
-    *.amazonaws.com          a host glob (``*`` matches one or more characters, dots too)
+    *.amazonaws.com          a host glob (``*`` matches any characters, dots too)
     203.0.113.7  / :443      an IPv4 address, optionally with a port
     ::1  /  [::1]:8080       an IPv6 address; brackets when a port follows
     10.0.0.0/8  / :443       a CIDR block, optionally with a port ([2001:db8::/32]:443 for IPv6)
-    unix:/run/app/*.sock     an AF_UNIX socket path glob
+    unix:/run/app/*.sock     an AF_UNIX socket path glob (absolute; paths are normalised)
+    unix:@name               a Linux abstract-namespace socket
 
 An allowed host name also allows the addresses its resolution returned: when a lookup of
 an allowed name goes ahead, its answers are remembered (see :func:`remember_resolution`) so
@@ -24,10 +25,10 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import os
+import posixpath
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from lambdaguard.errors import ConfigError
 from lambdaguard.policy import Event, Rule, register
@@ -41,17 +42,34 @@ LOOKUP_ACTIONS = frozenset({"resolve", "reverse-resolve"})
 
 ACCEPTED_ENTRIES = (
     "accepted: host, host:port, *.glob, *.glob:port, IPv4, IPv4:port, IPv6, [IPv6]:port, "
-    "CIDR, CIDR:port, [IPv6-CIDR]:port, unix:/path/glob"
+    "CIDR, CIDR:port, [IPv6-CIDR]:port, unix:/path/glob, unix:@abstract-name"
 )
 
 
-@dataclass(frozen=True, slots=True)
 class NetworkTarget:
-    """Where a network operation goes: an IP or host name and a port, or a unix path."""
+    """Where a network operation goes: an IP or host name and a port, or a unix path.
 
-    family: str  # "inet", "inet6", "unix" or another AF_* name in lower case
-    host: str | None  # IP address text, host name, or unix path
-    port: int | None = None
+    Plain slotted classes here and below, not dataclasses: importing dataclasses costs
+    about 10 ms of cold start (it imports inspect).
+    """
+
+    __slots__ = ("family", "host", "port")
+
+    def __init__(self, family: str, host: str | None, port: int | None = None) -> None:
+        self.family = family  # "inet", "inet6", "unix", "name", "ip" or another AF_* name
+        self.host = host  # IP address text, host name, or unix path
+        self.port = port
+
+    def __repr__(self) -> str:
+        return f"NetworkTarget({self.family!r}, {self.host!r}, {self.port!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NetworkTarget):
+            return NotImplemented
+        return (self.family, self.host, self.port) == (other.family, other.host, other.port)
+
+    def __hash__(self) -> int:
+        return hash((self.family, self.host, self.port))
 
     def __str__(self) -> str:
         if self.family == "unix":
@@ -68,8 +86,31 @@ class NetworkTarget:
         return parse_ip(self.host) if self.host is not None and self.family != "unix" else None
 
 
+_IP_CACHE_LIMIT = 4096
+_ip_cache: dict[str, IPAddress | None] = {}
+
+
 def parse_ip(text: str) -> IPAddress | None:
-    """An IP address, with IPv6 scope ids dropped and IPv4-mapped IPv6 unwrapped; else None."""
+    """An IP address, with IPv6 scope ids dropped and IPv4-mapped IPv6 unwrapped; else None.
+
+    Cached: ipaddress parses in pure Python (about 10 µs for an IPv4 address), and the same
+    few addresses are judged again and again. Only exact ``str`` keys are cached.
+    """
+    try:
+        return _ip_cache[text]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable: never cached
+        return _parse_ip(text)
+    ip = _parse_ip(text)
+    if type(text) is str:
+        if len(_ip_cache) >= _IP_CACHE_LIMIT:
+            _ip_cache.clear()
+        _ip_cache[text] = ip
+    return ip
+
+
+def _parse_ip(text: str) -> IPAddress | None:
     if "%" in text:
         text = text.split("%", 1)[0]
     try:
@@ -90,16 +131,22 @@ def normalise_name(name: str) -> str:
 _RESOLVED_LIMIT = 4096
 _resolved: OrderedDict[IPAddress, frozenset[str]] = OrderedDict()
 _resolved_lock = threading.Lock()
+# (name, address text) pairs already recorded: a repeat lookup costs one set probe each.
+_seen: set[tuple[str, str]] = set()
 
 
 def remember_resolution(name: str, addresses: Iterable[str]) -> None:
     """Record that ``name`` resolved to ``addresses`` (bounded; oldest forgotten first)."""
     name = normalise_name(name)
+    fresh = [text for text in addresses if (name, text) not in _seen]
+    if not fresh:
+        return  # the usual case: the same name resolved to the same addresses as before
+    new = [ip for ip in map(parse_ip, fresh) if ip is not None and name not in names_for(ip)]
+    if len(_seen) >= _RESOLVED_LIMIT:
+        _seen.clear()
+    _seen.update((name, text) for text in fresh)
     with _resolved_lock:
-        for text in addresses:
-            ip = parse_ip(text)
-            if ip is None:
-                continue
+        for ip in new:
             names = _resolved.pop(ip, frozenset())
             _resolved[ip] = names | {name}
         while len(_resolved) > _RESOLVED_LIMIT:
@@ -110,14 +157,28 @@ def names_for(ip: IPAddress) -> frozenset[str]:
     return _resolved.get(ip, frozenset())
 
 
+def forget_resolutions() -> None:
+    """Forget every remembered resolution (tests start from a clean slate with it)."""
+    with _resolved_lock:
+        _resolved.clear()
+        _seen.clear()
+
+
 # --- allow-list entries -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)  # no slots: rules are pickled into process-pool workers
 class _Entry:
-    kind: str  # "name", "glob", "ip", "net", "unix"
-    value: str | IPAddress | IPNetwork
-    port: int | None
+    """One parsed allow-list entry. Picklable: rules travel into process-pool workers."""
+
+    __slots__ = ("kind", "port", "value")
+
+    def __init__(self, kind: str, value: str | IPAddress | IPNetwork, port: int | None) -> None:
+        self.kind = kind  # "name", "glob", "ip", "net", "unix"
+        self.value = value
+        self.port = port
+
+    def __repr__(self) -> str:
+        return f"_Entry({self.kind!r}, {self.value!r}, {self.port!r})"
 
     def port_ok(self, port: int | None, action: str) -> bool:
         return self.port is None or action in LOOKUP_ACTIONS or port == self.port
@@ -156,16 +217,35 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
     """Parse one allow-list entry; ConfigError names the entry and the accepted forms."""
     if entry.startswith("unix:"):
         path = entry[len("unix:") :]
-        if not path:
-            raise ConfigError(f"{source}: allow-list entry {entry!r} has no path; {ACCEPTED_ENTRIES}.")
-        return _Entry("unix", path, None)
+        if path.startswith("@") and len(path) > 1:
+            return _Entry("unix", path, None)  # a Linux abstract-namespace name
+        if not path.startswith("/"):
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} is not an absolute socket path; "
+                f"unix: takes /an/absolute/path/glob or @abstract-name; {ACCEPTED_ENTRIES}."
+            )
+        # Targets are normalised (sensors.network.unix_path); entries are too, to match.
+        return _Entry("unix", posixpath.normpath(path), None)
 
+    if "://" in entry:
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is a URL; give the host and optional port "
+            f"only (api.example.com:443); {ACCEPTED_ENTRIES}."
+        )
     port: int | None = None
     if entry.startswith("["):
         close = entry.find("]")
-        if close < 0 or entry[close + 1 :] not in ("",) and not entry[close + 1 :].startswith(":"):
-            raise ConfigError(f"{source}: allow-list entry {entry!r} is malformed; {ACCEPTED_ENTRIES}.")
+        rest = entry[close + 1 :]
+        if close < 0 or (rest and not rest.startswith(":")):
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} is malformed; {ACCEPTED_ENTRIES}."
+            )
         host = entry[1:close]
+        if ":" not in host:
+            raise ConfigError(
+                f"{source}: allow-list entry {entry!r} has brackets around {host!r}; brackets "
+                f"hold an IPv6 address or block; {ACCEPTED_ENTRIES}."
+            )
         if entry[close + 1 :]:
             port = _parse_port(entry[close + 2 :], entry, source)
     elif entry.count(":") == 1:
@@ -186,8 +266,15 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
     if ip is not None:
         return _Entry("ip", ip, port)
     if ":" in host:
-        raise ConfigError(f"{source}: allow-list entry {entry!r} is not a valid IPv6 address; {ACCEPTED_ENTRIES}.")
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is not a valid IPv6 address; {ACCEPTED_ENTRIES}."
+        )
     name = normalise_name(host)
+    if name and set(name) <= set("0123456789."):
+        # Digits and dots only: a mistyped IPv4 address, which must not quietly become a name.
+        raise ConfigError(
+            f"{source}: allow-list entry {entry!r} is not a valid IPv4 address; {ACCEPTED_ENTRIES}."
+        )
     allowed = set("abcdefghijklmnopqrstuvwxyz0123456789-._*")
     if not name or not set(name) <= allowed:
         raise ConfigError(
@@ -261,4 +348,6 @@ class Network(Rule):
         if any(e.matches_ip(ip, port, action) for e in self._addresses):
             return True
         # An IP that an allowed name resolved to is allowed under that name's entry.
-        return any(e.matches_name(name, port, action) for name in names_for(ip) for e in self._names)
+        return any(
+            e.matches_name(name, port, action) for name in names_for(ip) for e in self._names
+        )

@@ -7,6 +7,9 @@ behaviour (a patched method still binds like a method), which a plain closure wo
 
 from __future__ import annotations
 
+import functools
+import importlib
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +20,38 @@ def patch(owner: object, attribute: str, wrapper: Callable[..., Any]) -> None:
     """Wrap ``owner.attribute`` (dotted for class attributes, e.g. ``"socket.connect"``)."""
     import wrapt
 
-    wrapt.wrap_function_wrapper(owner, attribute, wrapper)
+    parent, name, original = wrapt.resolve_path(owner, attribute)
+    patched = _wrapper_class()(original, wrapper)
+    # Where the patch lives, so that the patched function pickles by that name.
+    if isinstance(owner, types.ModuleType):
+        patched._self_where = (owner.__name__, attribute)
+    else:
+        owner_type: Any = owner
+        patched._self_where = (owner_type.__module__, f"{owner_type.__qualname__}.{attribute}")
+    wrapt.apply_patch(parent, name, patched)
+
+
+def lookup(module: str, path: str) -> Any:
+    """What ``module.path`` is in this process: the unpickling side of a patched function."""
+    found: Any = importlib.import_module(module)
+    for part in path.split("."):
+        found = getattr(found, part)
+    return found
+
+
+@functools.cache
+def _wrapper_class() -> type:
+    import wrapt
+
+    class PicklableFunctionWrapper(wrapt.FunctionWrapper):  # type: ignore[misc]
+        # wrapt's proxies refuse to pickle. A patched function must still pickle as the
+        # function it stands for (pool.submit(os.remove, path), multiprocessing targets):
+        # by the name it was patched under, so the receiving process gets its own
+        # os.remove, patched or not.
+        def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
+            return (lookup, self._self_where)
+
+    return PicklableFunctionWrapper
 
 
 def register_post_import(module_name: str, hook: Callable[[Any], None]) -> None:
@@ -28,15 +62,22 @@ def register_post_import(module_name: str, hook: Callable[[Any], None]) -> None:
 
 
 def proceed(
-    audit_event: str, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    audit_event: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    same: _internal.QuietMatch | None = None,
 ) -> Any:
     """Call the original after a patch has decided; the audit hook skips ``audit_event``.
 
     The original raises the same audit event on its way into C; marking it quiet keeps
-    one operation from being decided and reported twice.
+    one operation from being decided and reported twice. ``same(audit_args)`` says which
+    event is that operation's own: pass it whenever user code can run inside the original
+    before its audit event (see ``_internal.is_quiet``).
     """
-    previous = _internal.set_quiet(audit_event)
+    previous = _internal.set_quiet(audit_event, same)
     try:
         return wrapped(*args, **kwargs)
     finally:
-        _internal.set_quiet(previous)
+        _internal.restore_quiet(previous)

@@ -32,26 +32,50 @@ from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
-from lambdaguard import _internal
+from lambdaguard import _internal, scope
 from lambdaguard.policy import Active
-from lambdaguard.scope import current
 
 AuditHandler = Callable[[tuple[Any, ...], Active], None]
+AuditObserver = Callable[[tuple[Any, ...]], None]
 
 _handlers: dict[str, AuditHandler] = {}
+# Observers see every occurrence of their event, in scope or not, quiet or busy: they keep
+# a sensor's memory honest (sensors/files.py forgets link-free paths when a link may have
+# been made). They must not raise. Only a few rare events have one.
+_observers: dict[str, tuple[AuditObserver, ...]] = {}
+# What the hook reads: event -> (handler, observers or None), so that every audit event in
+# the process costs one dict lookup, and a watched one a second tuple unpack.
+_table: dict[str, tuple[AuditHandler, tuple[AuditObserver, ...] | None]] = {}
 _hook_added = False
+_scope_get = scope._scope.get
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    handler = _handlers.get(event)
-    if handler is None:
+    entry = _table.get(event)
+    if entry is None:
         return
-    if _internal.quiet_event() == event or _internal.busy():
+    handler, observers = entry
+    if observers is not None:
+        for observe in observers:
+            observe(args)
+    # No scope is the common case: settle it before the thread-local marks. This is
+    # scope.current() inlined: the hook runs for every watched event in the process.
+    state = _scope_get()
+    active = scope._baseline_active if state is None else state.active()
+    if active is None or _internal.is_quiet(event, args) or _internal.busy():
         return
-    active = current()
-    if active is None:
-        return
-    handler(args, active)
+    # The handler's own work (resolving a path opens it with O_PATH, reporting writes a
+    # line) raises audit events too; marked busy, the hook lets them through instead of
+    # judging them again, so a handler can never recurse into itself.
+    outer = _internal.mark_busy()
+    try:
+        handler(args, active)
+    finally:
+        _internal.restore_busy(outer)
+
+
+def _ignore(args: tuple[Any, ...], active: Active) -> None:
+    """The handler of an event that only has observers."""
 
 
 def install(modules: Iterable[ModuleType]) -> None:
@@ -59,6 +83,15 @@ def install(modules: Iterable[ModuleType]) -> None:
     global _hook_added
     for module in modules:
         _handlers.update(getattr(module, "AUDIT_HANDLERS", {}))
+        for event, observer in getattr(module, "AUDIT_OBSERVERS", {}).items():
+            if observer not in _observers.get(event, ()):
+                _observers[event] = (*_observers.get(event, ()), observer)
+    for event in _observers:
+        _handlers.setdefault(event, _ignore)
+    _table.clear()
+    _table.update(
+        {event: (handler, _observers.get(event)) for event, handler in _handlers.items()}
+    )
     if not _hook_added:
         sys.addaudithook(_hook)
         _hook_added = True

@@ -20,12 +20,16 @@ does not run, and the descriptor would otherwise leak.
 
 from __future__ import annotations
 
+import _socket
+import contextvars
+import operator
+import os
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, SupportsIndex, cast
 
 from lambdaguard import _internal
-from lambdaguard.decide import blocked, check, enforce
+from lambdaguard.decide import allowed_before, blocked, check, enforce, remember_allowed
 from lambdaguard.errors import Violation
 from lambdaguard.policies.network import NetworkTarget, parse_ip, remember_resolution
 from lambdaguard.policy import Active, Event, Mode, Rule
@@ -36,6 +40,19 @@ from lambdaguard.sensors._patching import patch, proceed, register_post_import
 POLICY = "network"
 
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+# The C-level member, read past any property a socket subclass defines: a ``family`` that
+# lies would otherwise have an inet address judged as, say, a unix path.
+_REAL_FAMILY = _socket.socket.__dict__["family"]
+
+
+def real_family(sock: object) -> int:
+    """The address family the kernel socket has, whatever the Python object claims."""
+    try:
+        return int(_REAL_FAMILY.__get__(sock))
+    except TypeError:  # not a socket object at all
+        return -1
 
 
 def _family_name(family: int) -> str:
@@ -54,34 +71,109 @@ def _family_name(family: int) -> str:
 def _host_text(host: object) -> str:
     if isinstance(host, bytes | bytearray):
         return bytes(host).decode("ascii", "backslashreplace")
+    if isinstance(host, str):
+        return str.__str__(host)  # the characters themselves, whatever a subclass's __str__ says
     return str(host)
+
+
+def _exact(value: object) -> object:
+    """``value`` as the exact built-in the C code will use, so judged and used data agree.
+
+    A subclass of str, bytes, int or tuple can override ``__str__``, ``__eq__``,
+    ``__getitem__`` or ``encode``, and an object with ``__index__`` runs code when C reads
+    it as a port; the patches judge these exact copies and hand the same copies to the
+    original, so the decision is about what really happens and no user code runs between
+    the decision and the call.
+    """
+    kind = type(value)
+    if kind is str or kind is bytes or kind is int or value is None:
+        return value
+    if kind is tuple:
+        pair = cast(tuple[object, ...], value)
+        if len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is int:
+            return value  # the common (host, port): nothing to copy
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return operator.index(value)
+    if isinstance(value, tuple):
+        return tuple(_exact(tuple.__getitem__(value, i)) for i in range(tuple.__len__(value)))
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(memoryview(value))
+    if hasattr(kind, "__index__"):
+        # C would call it; call it once, here, before deciding
+        return operator.index(cast(SupportsIndex, value))
+    return value
+
+
+def _audit_host(host: object) -> str:
+    """A looked-up host as the audit hook sees it, where only exact str and bytes are trusted.
+
+    getaddrinfo calls a str subclass's own ``encode`` and resolves whatever it returns,
+    so its characters say nothing about the name resolved: such a host gets a target that
+    no name entry but ``*`` matches.
+    """
+    if type(host) is str or isinstance(host, bytes | bytearray) or host is None:
+        return _host_text(host)
+    return f"<{type(host).__name__} {_host_text(host)!r}>"
 
 
 def address_target(family: int, address: object) -> NetworkTarget:
     """The NetworkTarget for a socket address of ``family`` (connect, bind, sendto)."""
     name = _family_name(family)
     if name == "unix":
-        if isinstance(address, bytes | bytearray):
-            raw = bytes(address)
-            # Linux abstract-namespace addresses start with NUL; show them as "@name".
-            path = "@" + safe_text(raw[1:]) if raw.startswith(b"\0") else safe_text(raw)
-        else:
-            text = str(address)
-            path = "@" + text[1:] if text.startswith("\0") else text
-        return NetworkTarget("unix", path)
+        return NetworkTarget("unix", unix_path(address))
     if name in ("inet", "inet6") and isinstance(address, tuple) and len(address) >= 2:
+        address = _exact(address)
+        assert isinstance(address, tuple)
         host = _host_text(address[0])
         if host == "":
             host = "0.0.0.0" if name == "inet" else "::"
         elif host == "<broadcast>":
             host = "255.255.255.255"
-        port = address[1] if isinstance(address[1], int) else None
+        port = address[1] if type(address[1]) is int else None
         return NetworkTarget(name, host, port)
     return NetworkTarget(name, safe_text(repr(address)))
 
 
+def unix_path(address: object) -> str:
+    """An AF_UNIX address as the policy sees it: ``@name`` or an absolute, normalised path.
+
+    Normalised so that ``/run/app/../../var/run/docker.sock`` cannot pass for a socket
+    under ``unix:/run/app/*``, and made absolute so that a relative path is judged by
+    where it points. Symbolic links are not followed (docs/network.md, "Limits").
+    """
+    if isinstance(address, bytes | bytearray | memoryview):
+        raw = bytes(address)
+        # Linux abstract-namespace addresses start with NUL; show them as "@name".
+        if raw.startswith(b"\0"):
+            return "@" + safe_text(raw[1:])
+        text = safe_text(raw)
+    else:
+        text = str(address)
+        if text.startswith("\0"):
+            return "@" + safe_text(text[1:])
+    if not text:
+        return text  # autobind: the kernel picks an abstract name
+    try:
+        return os.path.abspath(text)
+    except OSError:  # the working directory is gone; still collapse "..", "." and "//"
+        return os.path.normpath(text)
+
+
 def _event(action: str, target: NetworkTarget) -> Event:
     return Event(POLICY, action, str(target), target)
+
+
+def _looked_up_name(host: object) -> str:
+    """The name the C resolver will really be asked for.
+
+    getaddrinfo passes the host to C as a NUL-terminated string and does not refuse an
+    embedded NUL, so ``"secret.attacker.com\\0.amazonaws.com"`` is resolved as
+    ``secret.attacker.com``. Judging (and remembering) the whole string would let it pass
+    ``*.amazonaws.com``; judge what is resolved.
+    """
+    return _host_text(host).split("\0", 1)[0]
 
 
 def _lookup_event(host: object, port: object = None) -> Event | None:
@@ -92,7 +184,7 @@ def _lookup_event(host: object, port: object = None) -> Event | None:
     """
     if host is None:
         return None
-    text = _host_text(host)
+    text = _looked_up_name(host)
     if text == "" or parse_ip(text) is not None:
         return None
     port_number = port if isinstance(port, int) else None
@@ -119,90 +211,161 @@ def _rules() -> tuple[Rule, ...] | None:
 
 
 def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> Wrapper:
-    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        rules = _rules()
-        if rules is None or instance is None:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        active = current()
+        if active is None or instance is None:
             return wrapped(*args, **kwargs)
-        address = _address_argument(action, args)
-        if address is None:
-            return proceed(audit_event, wrapped, args, kwargs)
-        event = _event(action, address_target(instance.family, address))
-        if check(event, rules) is Mode.BLOCK:
-            if close_on_block:
-                instance.close()
-            raise blocked(event)
-        return proceed(audit_event, wrapped, args, kwargs)
+        rules = active.rules.get(POLICY)
+        if rules is None or _internal.busy():
+            return wrapped(*args, **kwargs)
+        position = _address_position(action, args)
+        if position is None:
+            return proceed(audit_event, wrapped, args, kwargs, same=lambda a: a[0] is instance)
+        given = args[position]
+        address = _exact(given)
+        if address is not given:
+            args = (*args[:position], address, *args[position + 1 :])
+        family = real_family(instance)
+        # IP families only: a unix path is made absolute against the working directory,
+        # which can change, so its verdict is not a function of the key alone.
+        key = (action, family, address) if family in _IP_FAMILIES else None
+        if key is None or not allowed_before(active, key):
+            event = _event(action, address_target(family, address))
+            verdict = check(event, rules)
+            if verdict is Mode.BLOCK:
+                if close_on_block:
+                    instance.close()
+                raise blocked(event)
+            if verdict is Mode.ALLOW and key is not None:
+                remember_allowed(active, key)
+        return proceed(
+            audit_event,
+            wrapped,
+            args,
+            kwargs,
+            same=lambda a: len(a) > 1 and a[0] is instance and a[1] is address,
+        )
 
     return wrapper
 
 
-def _address_argument(action: str, args: tuple[Any, ...]) -> object:
+_IP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
+_EXACT_TYPES = frozenset({str, bytes, int, type(None)})
+
+
+def _address_position(action: str, args: tuple[Any, ...]) -> int | None:
+    """Where the address is among the positional arguments (these methods take no keywords)."""
     if action == "sendto":
-        return args[-1] if len(args) >= 2 else None  # sendto(data[, flags], address)
+        return len(args) - 1 if len(args) >= 2 else None  # sendto(data[, flags], address)
     if action == "sendmsg":
-        return args[3] if len(args) >= 4 else None  # sendmsg(buffers, anc, flags, address)
-    return args[0] if args else None
+        return 3 if len(args) >= 4 else None  # sendmsg(buffers, ancdata, flags, address)
+    return 0 if args else None
 
 
-def _listen(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _listen(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     rules = _rules()
     if rules is None or instance is None:
         return wrapped(*args, **kwargs)
     try:
-        address = instance.getsockname()
+        address = _socket.socket.getsockname(instance)  # not a subclass's override
     except OSError:
         address = None
-    enforce(_event("listen", address_target(instance.family, address)), rules)
+    enforce(_event("listen", address_target(real_family(instance), address)), rules)
     return wrapped(*args, **kwargs)
 
 
-# --- patches on the socket module's name lookups ---------------------------------------------------
+# --- patches on the socket module's name lookups ------------------------------------------
 
 
-def _getaddrinfo(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _getaddrinfo(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    active = current()
+    rules = active.rules.get(POLICY) if active is not None else None
+    if rules is None or active is None or _internal.busy():
+        return wrapped(*args, **kwargs)
+    args, kwargs = _exact_arguments(args, kwargs, ("host", "port"))
+    host = args[0] if args else kwargs.get("host")
+    port = args[1] if len(args) > 1 else kwargs.get("port")
+    # The memo key is the exact host as given: a lookup's verdict ignores the port.
+    key = ("resolve", host) if type(host) is str else None
+    looked_up = key is not None and allowed_before(active, key)
+    if not looked_up:
+        event = _lookup_event(host, port)
+        if event is not None:
+            looked_up = True
+            verdict = check(event, rules)
+            if verdict is Mode.BLOCK:
+                raise blocked(event)
+            if verdict is Mode.ALLOW and key is not None:
+                remember_allowed(active, key)
+    result = proceed("socket.getaddrinfo", wrapped, args, kwargs, same=lambda a: a[0] is host)
+    if looked_up:
+        remember_resolution(_looked_up_name(host), {str(info[4][0]) for info in result})
+    return result
+
+
+def _exact_arguments(
+    args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, ...]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The first ``len(names)`` arguments, positional or by keyword, made exact."""
+    if not kwargs and all(type(a) in _EXACT_TYPES for a in args[: len(names)]):
+        return args, kwargs  # the usual call: nothing to copy
+    args = tuple(_exact(a) if i < len(names) else a for i, a in enumerate(args))
+    kwargs = {k: _exact(v) if k in names else v for k, v in kwargs.items()}
+    return args, kwargs
+
+
+def _gethostbyname(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     rules = _rules()
     if rules is None:
         return wrapped(*args, **kwargs)
-    host = args[0] if args else kwargs.get("host")
-    port = args[1] if len(args) > 1 else kwargs.get("port")
-    event = _lookup_event(host, port)
-    if event is None:
-        return proceed("socket.getaddrinfo", wrapped, args, kwargs)
-    enforce(event, rules)
-    result = proceed("socket.getaddrinfo", wrapped, args, kwargs)
-    remember_resolution(_host_text(host), [str(info[4][0]) for info in result])
-    return result
-
-
-def _gethostbyname(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    rules = _rules()
+    args, kwargs = _exact_arguments(args, kwargs, ("hostname",))
     host = args[0] if args else kwargs.get("hostname")
-    event = _lookup_event(host) if rules is not None else None
-    if rules is None or event is None:
-        return wrapped(*args, **kwargs)
-    enforce(event, rules)
-    result = proceed("socket.gethostbyname", wrapped, args, kwargs)
-    addresses = result[2] if isinstance(result, tuple) else [result]
-    remember_resolution(_host_text(host), addresses)
+    event = _lookup_event(host)
+    if event is not None:
+        enforce(event, rules)
+    result = proceed("socket.gethostbyname", wrapped, args, kwargs, same=lambda a: a[0] is host)
+    if event is not None:
+        addresses = result[2] if isinstance(result, tuple) else [result]
+        remember_resolution(_looked_up_name(host), addresses)
     return result
 
 
-def _gethostbyaddr(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _gethostbyaddr(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     rules = _rules()
-    event = _reverse_event(args[0]) if rules is not None and args else None
-    if rules is None or event is None:
+    if rules is None or not args:
         return wrapped(*args, **kwargs)
-    enforce(event, rules)
-    return proceed("socket.gethostbyaddr", wrapped, args, kwargs)
+    args, kwargs = _exact_arguments(args, kwargs, ("host",))
+    host = args[0]
+    event = _reverse_event(host)
+    if event is not None:
+        enforce(event, rules)
+    return proceed("socket.gethostbyaddr", wrapped, args, kwargs, same=lambda a: a[0] is host)
 
 
-def _getnameinfo(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _getnameinfo(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     rules = _rules()
-    event = _nameinfo_event(args) if rules is not None else None
-    if rules is None or event is None:
+    if rules is None:
         return wrapped(*args, **kwargs)
-    enforce(event, rules)
-    return proceed("socket.getnameinfo", wrapped, args, kwargs)
+    args, kwargs = _exact_arguments(args, kwargs, ("sockaddr", "flags"))
+    event = _nameinfo_event(args)
+    if event is not None:
+        enforce(event, rules)
+    # Through proceed() even when there was nothing to decide: the audit event carries no
+    # flags, so the hook would take a numeric-only call for a reverse lookup and block it.
+    sockaddr = args[0] if args else None
+    return proceed("socket.getnameinfo", wrapped, args, kwargs, same=lambda a: a[0] is sockaddr)
 
 
 def _nameinfo_event(args: tuple[Any, ...]) -> Event | None:
@@ -215,7 +378,7 @@ def _nameinfo_event(args: tuple[Any, ...]) -> Event | None:
     return _reverse_event(host)
 
 
-# --- botocore: keep a Violation a Violation -----------------------------------------------------
+# --- HTTP client libraries: keep a Violation a Violation -------------------------------------
 
 
 def _unwrap_botocore_violation(
@@ -238,15 +401,113 @@ def _patch_botocore(module: Any) -> None:
     patch(module, "URLLib3Session.send", _unwrap_botocore_violation)
 
 
+def _violation_in_group(exc: BaseException) -> Violation | None:
+    """The first Violation among the leaves of an exception group, or None."""
+    for inner in getattr(exc, "exceptions", ()):
+        if isinstance(inner, Violation):
+            return inner
+        found = _violation_in_group(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _unwrap_anyio_violation(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    # anyio.connect_tcp runs its Happy Eyeballs attempts in a task group and only collects
+    # OSErrors; a Violation escapes the group wrapped in an ExceptionGroup, so httpx's
+    # async client (and anything else on anyio) would surface an ExceptionGroup instead
+    # of the Violation the caller can catch. Unwrap it.
+    async def call() -> Any:
+        try:
+            return await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            violation = _violation_in_group(exc)
+            if violation is not None:
+                raise violation from None
+            raise
+
+    return call()
+
+
+def _patch_anyio(module: Any) -> None:
+    patch(module, "connect_tcp", _unwrap_anyio_violation)
+
+
+# asyncio's Happy Eyeballs (create_connection(happy_eyeballs_delay=...), which aiohttp and
+# others turn on) runs each attempt through asyncio.staggered, which swallows every
+# exception of an attempt, and then builds its error from the OSErrors _connect_sock kept:
+# with a blocked attempt that list is empty and the caller got an IndexError (or an
+# OSError, which clients retry). _connect_sock now records the Violation, and
+# create_connection re-raises it in place of whatever error it would have made up.
+_asyncio_violations: contextvars.ContextVar[list[Violation] | None] = contextvars.ContextVar(
+    "lambdaguard_asyncio_violations", default=None
+)
+
+
+def _record_asyncio_violation(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    async def call() -> Any:
+        try:
+            return await wrapped(*args, **kwargs)
+        except Violation as exc:
+            seen = _asyncio_violations.get()
+            if seen is not None:
+                seen.append(exc)
+            raise
+
+    return call()
+
+
+def _reraise_asyncio_violation(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    async def call() -> Any:
+        seen: list[Violation] = []
+        token = _asyncio_violations.set(seen)  # attempts run in copies of this context
+        try:
+            return await wrapped(*args, **kwargs)
+        except Violation:
+            raise
+        except Exception:
+            if seen:
+                raise seen[0] from None
+            raise
+        finally:
+            _asyncio_violations.reset(token)
+
+    return call()
+
+
+def _patch_asyncio(module: Any) -> None:
+    loop_class = getattr(module, "BaseEventLoop", None)
+    if loop_class is None or not hasattr(loop_class, "_connect_sock"):
+        return  # a future asyncio without this private helper: nothing to mend
+    patch(module, "BaseEventLoop._connect_sock", _record_asyncio_violation)
+    patch(module, "BaseEventLoop.create_connection", _reraise_asyncio_violation)
+
+
 # --- install and audit ------------------------------------------------------------------------
 
 
 def install() -> None:
-    patch(socket, "socket.connect", _address_method("connect", "socket.connect", close_on_block=True))
-    patch(socket, "socket.connect_ex", _address_method("connect", "socket.connect", close_on_block=True))
+    patch(
+        socket, "socket.connect", _address_method("connect", "socket.connect", close_on_block=True)
+    )
+    patch(
+        socket,
+        "socket.connect_ex",
+        _address_method("connect", "socket.connect", close_on_block=True),
+    )
     patch(socket, "socket.sendto", _address_method("sendto", "socket.sendto", close_on_block=False))
     if hasattr(socket.socket, "sendmsg"):
-        patch(socket, "socket.sendmsg", _address_method("sendmsg", "socket.sendmsg", close_on_block=False))
+        patch(
+            socket,
+            "socket.sendmsg",
+            _address_method("sendmsg", "socket.sendmsg", close_on_block=False),
+        )
     patch(socket, "socket.bind", _address_method("bind", "socket.bind", close_on_block=False))
     patch(socket, "socket.listen", _listen)
     patch(socket, "getaddrinfo", _getaddrinfo)
@@ -255,9 +516,13 @@ def install() -> None:
     patch(socket, "gethostbyaddr", _gethostbyaddr)
     patch(socket, "getnameinfo", _getnameinfo)
     register_post_import("botocore.httpsession", _patch_botocore)
+    register_post_import("anyio", _patch_anyio)
+    register_post_import("asyncio.base_events", _patch_asyncio)
 
 
-def _audit_address(action: str, *, close_on_block: bool) -> Callable[[tuple[Any, ...], Active], None]:
+def _audit_address(
+    action: str, *, close_on_block: bool
+) -> Callable[[tuple[Any, ...], Active], None]:
     def handler(args: tuple[Any, ...], active: Active) -> None:
         rules = active.rules.get(POLICY)
         if rules is None or len(args) < 2:
@@ -265,7 +530,7 @@ def _audit_address(action: str, *, close_on_block: bool) -> Callable[[tuple[Any,
         sock, address = args[0], args[1]
         if address is None:
             return
-        event = _event(action, address_target(getattr(sock, "family", -1), address))
+        event = _event(action, address_target(real_family(sock), address))
         if check(event, rules) is Mode.BLOCK:
             if close_on_block:
                 sock.close()
@@ -274,7 +539,9 @@ def _audit_address(action: str, *, close_on_block: bool) -> Callable[[tuple[Any,
     return handler
 
 
-def _audit_lookup(make: Callable[[tuple[Any, ...]], Event | None]) -> Callable[[tuple[Any, ...], Active], None]:
+def _audit_lookup(
+    make: Callable[[tuple[Any, ...]], Event | None],
+) -> Callable[[tuple[Any, ...], Active], None]:
     def handler(args: tuple[Any, ...], active: Active) -> None:
         rules = active.rules.get(POLICY)
         if rules is None:
@@ -291,7 +558,9 @@ AUDIT_HANDLERS = {
     "socket.sendto": _audit_address("sendto", close_on_block=False),
     "socket.sendmsg": _audit_address("sendmsg", close_on_block=False),
     "socket.bind": _audit_address("bind", close_on_block=False),
-    "socket.getaddrinfo": _audit_lookup(lambda a: _lookup_event(a[0], a[1] if len(a) > 1 else None)),
+    "socket.getaddrinfo": _audit_lookup(
+        lambda a: _lookup_event(_audit_host(a[0]), a[1] if len(a) > 1 else None)
+    ),
     "socket.gethostbyname": _audit_lookup(lambda a: _lookup_event(a[0]) if a else None),
     "socket.gethostbyaddr": _audit_lookup(lambda a: _reverse_event(a[0]) if a else None),
     "socket.getnameinfo": _audit_lookup(lambda a: _nameinfo_event((a[0], 0)) if a else None),

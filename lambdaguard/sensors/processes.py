@@ -1,15 +1,1070 @@
-"""Processes sensors: patches and audit-event handlers (see lambdaguard/sensors/__init__.py)."""
+"""Process sensors: every way to start or become another program, and the audit backstop.
+
+Patched (Python API)                          Audit event (backstop)         action
+subprocess.Popen.__init__ (run, call,         subprocess.Popen               run
+  check_output, getoutput, os.popen,
+  asyncio.create_subprocess_exec/_shell)
+os.system                                     os.system                      system
+os.execv / execve / execvp / execvpe          os.exec                        exec
+  (execl* go through these)
+os.spawnv / spawnve / spawnvp / spawnvpe      os.fork (POSIX spawn* fork)    spawn
+  (spawnl* go through these)
+os.posix_spawn / posix_spawnp                 os.posix_spawn                 spawn
+pty.spawn                                     pty.spawn                      spawn
+_posixsubprocess.fork_exec                    (none: see below)              spawn
+os.fork / os.forkpty (and pty.fork)           os.fork / os.forkpty           fork
+multiprocessing BaseProcess.start (every      (fork: os.fork; spawn and      fork / spawn
+  start method; Pool and ProcessPoolExecutor    forkserver: none)
+  workers start this way)
+
+Each route is judged by the program the child would run (lambdaguard.policies.processes):
+the resolved executable, with the argument vector in the violation line's details, bounded
+and with secret-looking values masked (:func:`mask_argv`).
+
+An allowed operation is carried out with the programs it was decided for marked "through"
+on this thread: the calls it makes on its way down (Popen -> fork_exec or posix_spawn,
+spawnv -> fork -> execv in the child) are not decided a second time, but anything else that
+runs meanwhile (a ``__fspath__`` or ``__reduce__`` of the caller's making) still is. After a
+fork, the child keeps that mark only for routes whose child goes straight on to exec the
+decided program (spawn*, pty.spawn); a plain fork's child starts with a clean slate.
+
+The common call, ``subprocess.run(["name", ...])`` with no executable, shell, cwd or env,
+is allowed by a short path (``_plainly_allowed``/``_run_allowed``): on a fork-exec-wait
+loop, every Python frame on the way costs about three times its warm price, so that path
+keeps to a few. It only ever says yes; everything else takes the full decision.
+
+``_posixsubprocess.fork_exec`` raises no audit event in CPython 3.10-3.13, and neither does
+a forkserver forking a new child; lambdaguard wraps the module attribute (which
+``multiprocessing`` calls) and ``BaseProcess.start``, so code that took a reference to the
+original before lambdaguard was activated is not seen. docs/processes.md lists this.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from lambdaguard.policy import Active
+from lambdaguard import _inherit, _internal, scope
+from lambdaguard.decide import blocked, check
+from lambdaguard.policies.processes import ProcessTarget, resolve
+from lambdaguard.policy import Active, Event, Mode, Rule
+from lambdaguard.scope import current
+from lambdaguard.sensors._patching import patch, proceed, register_post_import
+
+POLICY = "subprocess"
+SHELL = "/bin/sh"  # what os.system, os.popen and shell=True run on POSIX
+FORK = "<fork>"  # the "through" mark for a fork that is part of an allowed operation
+
+ARGV_LIMIT = 32  # arguments kept in a violation line
+ARG_LIMIT = 256  # characters kept per argument
+MASK = "***"
+
+Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+# --- masking and bounding the argument vector ---------------------------------------------------
+
+_SENSITIVE = (
+    r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key"
+    r"|client[-_]?secret|credentials?|auth|session|signature)"
+)
+class _Patterns:
+    """The masking patterns, compiled when the first line with an argv is written.
+
+    Compiling them at import would put ~4 ms of regular-expression compilation into every
+    cold start, for lines most invocations never write.
+    """
+
+    def __init__(self) -> None:
+
+        # --password=VALUE, --api-key=VALUE (also inside a shell command string).
+        self.option_value = re.compile(rf"(--?[\w-]*{_SENSITIVE}[\w-]*=)(\S+)", re.IGNORECASE)
+        # --password VALUE, -p VALUE inside a shell command string.
+        self.option_space = re.compile(
+            rf"((?:^|\s)(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)\s+)([^\s-]\S*)", re.IGNORECASE
+        )
+        # AWS_SECRET_ACCESS_KEY=VALUE, DB_PASSWORD=VALUE (environment assignments).
+        self.env_value = re.compile(
+            rf"(\b[A-Za-z_][A-Za-z0-9_]*{_SENSITIVE}[A-Za-z0-9_]*=)(\S+)", re.IGNORECASE
+        )
+        # Authorization: Bearer VALUE / Basic VALUE, in header arguments.
+        self.auth_header = re.compile(r"(authorization:\s*(?:\w+\s+)?)(\S+)", re.IGNORECASE)
+        # https://user:password@host
+        self.url_password = re.compile(r"(://[^/\s:@]+:)([^@\s/]+)(@)")
+        # Values that are tokens whatever precedes them: AWS key ids, JWTs, GitHub, Slack.
+        self.tokens = re.compile(
+            r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*|gh[pousr]_\w{20,}"
+            r"|github_pat_\w{20,}|xox[abposr]-[\w-]{10,})"
+        )
+        self.secret_flag = re.compile(rf"^(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)$", re.IGNORECASE)
+
+
+_compiled: _Patterns | None = None
+
+
+def _patterns() -> _Patterns:
+    global _compiled
+    if _compiled is None:
+        _compiled = _Patterns()
+    return _compiled
+
+
+def _mask_text(text: str) -> str:
+    p = _patterns()
+    text = p.option_value.sub(rf"\1{MASK}", text)
+    text = p.option_space.sub(rf"\1{MASK}", text)
+    text = p.env_value.sub(rf"\1{MASK}", text)
+    text = p.auth_header.sub(rf"\1{MASK}", text)
+    text = p.url_password.sub(rf"\1{MASK}\3", text)
+    return p.tokens.sub(MASK, text)
+
+
+def mask_argv(argv: Iterable[str]) -> list[str]:
+    """The argument vector as a log line may show it: secrets masked, size bounded.
+
+    Masked: the value after a secret-looking option (``--password=x``, ``--token x``,
+    ``-p x``), secret-looking environment assignments (``AWS_SECRET_ACCESS_KEY=x``),
+    ``Authorization:`` header values, URL passwords, and token-shaped values (AWS key ids,
+    JWTs, GitHub and Slack tokens), also inside a shell command string. At most
+    ARGV_LIMIT arguments of ARG_LIMIT characters each are kept.
+    """
+    out: list[str] = []
+    mask_next = False
+    total = 0
+    for arg in argv:
+        total += 1
+        if len(out) >= ARGV_LIMIT:
+            continue
+        if mask_next:
+            out.append(MASK)
+            mask_next = False
+            continue
+        masked = _mask_text(arg)
+        mask_next = bool(_patterns().secret_flag.match(arg))
+        if len(masked) > ARG_LIMIT:
+            masked = masked[:ARG_LIMIT] + f"...[{len(masked) - ARG_LIMIT} more]"
+        out.append(masked)
+    if total > ARGV_LIMIT:
+        out.append(f"...[{total - ARGV_LIMIT} more arguments]")
+    return out
+
+
+# --- turning call arguments into text -----------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    """A path or argument as text, whatever type the caller used.
+
+    An error from a ``__fspath__`` propagates, as it would from the original call (which
+    calls it too); anything else that is not a path is shown with ``str()``.
+    """
+    if type(value) is str:  # the common case, first: this runs for every argument
+        return value
+    if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
+        return os.fsdecode(value)
+    try:
+        return str(value)
+    except Exception:
+        return "<unprintable>"
+
+
+def _argv(value: object) -> list[str]:
+    if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
+        return [_text(value)]
+    try:
+        items = list(value)  # type: ignore[call-overload]
+    except TypeError:  # not iterable: the original raises its own error
+        return [_text(value)]
+    return [item if type(item) is str else _text(item) for item in items]
+
+
+def _search_path(env: object) -> str:
+    """The PATH a call with ``env`` (None: this process's) searches, as one string."""
+    if env is None:
+        # What os.get_exec_path(None) returns, joined, without its warnings dance:
+        # os.environ cannot hold a b"PATH" key.
+        return os.environ.get("PATH", os.defpath)
+    try:
+        return os.pathsep.join(os.get_exec_path(env))  # type: ignore[arg-type]
+    except Exception:
+        return os.environ.get("PATH", os.defpath)
+
+
+def _candidates(name: str, path: str) -> set[str]:
+    """Every file a PATH search for ``name`` might exec (see execvp's loop in os.py)."""
+    if os.sep in name:
+        return set()
+    return {
+        os.path.normpath(os.path.join(os.path.abspath(d or "."), name))
+        for d in path.split(os.pathsep)
+    }
+
+
+class _Operation:
+    """One decided-or-to-decide process operation. Not changed once built.
+
+    A plain class with slots: one is built on every guarded call, and a frozen dataclass
+    costs about 2 µs to build.
+    """
+
+    __slots__ = ("action", "also", "argv", "executable", "name", "route", "search")
+
+    def __init__(
+        self,
+        action: str,
+        route: str,
+        name: str,  # the program as the caller gave it
+        executable: str | None,  # resolved absolute path, or None when not found
+        argv: list[str] | None,
+        also: frozenset[str] = frozenset(),  # more "through" marks (PATH candidates, FORK)
+        search: str | None = None,  # the PATH ``name`` was searched on; None: a path
+    ) -> None:
+        self.action = action
+        self.route = route
+        self.name = name
+        self.executable = executable
+        self.argv = argv
+        self.also = also
+        self.search = search
+
+    def adding(self, *marks: str) -> _Operation:
+        return _Operation(
+            self.action,
+            self.route,
+            self.name,
+            self.executable,
+            self.argv,
+            self.also | frozenset(marks),
+            self.search,
+        )
+
+    def event(self) -> Event:
+        target = ProcessTarget(self.executable, self.name, self.search)
+        return Event(POLICY, self.action, str(target), target, _Details(self))
+
+    def marks(self) -> frozenset[str]:
+        """What the operation may do on its way down without being decided again."""
+        key = self.key()
+        return self.also | ({key} if key is not None else set())
+
+    def key(self) -> str | None:
+        return FORK if self.action == "fork" else self.executable
+
+
+class _Details(Mapping[str, Any]):
+    """An event's details, masked and bounded only if the event is reported: most decided
+    operations are allowed, and masking is the costly part of building them."""
+
+    def __init__(self, operation: _Operation) -> None:
+        self._operation = operation
+        self._built: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._built is None:
+            op = self._operation
+            built: dict[str, Any] = {"route": op.route, "executable": op.executable or op.name}
+            if op.argv is not None:
+                built["argv"] = mask_argv(op.argv)
+            self._built = built
+        return self._built
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def _program(
+    action: str, route: str, name: object, argv: object, *, search: str | None, cwd: object = None
+) -> _Operation:
+    """An operation that runs ``name``: searched on ``search`` (a PATH) or, if None, a path."""
+    text = _text(name)
+    cwd_text = _text(cwd) if cwd is not None else None
+    if search is not None:
+        executable = resolve(text, path=search, cwd=cwd_text)
+    else:
+        base = cwd_text if cwd_text is not None else os.getcwd()
+        executable = os.path.normpath(os.path.join(base, text)) if text else None
+    argv_list = _argv(argv) if argv is not None else None
+    searched = search if search is not None and os.sep not in text else None
+    return _Operation(action, route, text, executable, argv_list, search=searched)
+
+
+def _fork(route: str) -> _Operation:
+    return _Operation("fork", route, sys.executable, sys.executable, None)
+
+
+# --- per-thread state: what an allowed operation may do on its way down ---------------------------
+
+_local = threading.local()
+
+
+def _through() -> frozenset[str]:
+    return _local.__dict__.get("through", frozenset())  # type: ignore[no-any-return]
+
+
+def _carry() -> str | None:
+    return _local.__dict__.get("carry")
+
+
+def _after_fork_in_child() -> None:
+    # A plain fork's child is new code, decided afresh; a spawn's child goes straight on to
+    # exec the program that was decided (see the module docstring).
+    if not _local.__dict__.get("keep", False):
+        _local.through = frozenset()
+    carry = _carry()
+    if carry is not None:
+        os.environ[_inherit.VARIABLE] = carry
+
+
+# --- the decision, shared by every patch --------------------------------------------------
+
+
+class _Plan:
+    __slots__ = ("carry", "rules")
+
+    def __init__(self, rules: tuple[Rule, ...] | None, carry: str | None) -> None:
+        self.rules = rules  # None: the subprocess policy is "allow" everywhere here
+        self.carry = carry  # the LAMBDAGUARD_INHERITED_POLICY value for an allowed child
+
+
+# (scope state, baseline version, value): the last answer of _carried(). Scope states are
+# immutable and every change to the baseline bumps its version, so the pair says exactly
+# when the layers in force, and so the value, are the same as last time.
+_last_carried: tuple[object, int, str | None] | None = None
+
+
+def _carried() -> str | None:
+    """The LAMBDAGUARD_INHERITED_POLICY value for a child started here, or None if no
+    layer in force asks for inheritance; remembered for the last scope state asked in."""
+    global _last_carried
+    # The version is read before the layers: a value computed from layers newer than its
+    # label is recomputed on the next call; an old value never carries a newer label.
+    version = scope._baseline_version
+    state = scope.current_state()
+    last = _last_carried
+    if last is not None and last[0] is state and last[1] == version:
+        return last[2]
+    layers = _inherit.layers_in_force()
+    value = _inherit.encode(layers) if _inherit.requested(layers) else None
+    _last_carried = (state, version, value)
+    return value
+
+
+def _plan(active: Active | None) -> _Plan | None:
+    """What a patch has to do here, or None to call the original straight away."""
+    if active is None or _internal.busy():
+        return None
+    rules = active.rules.get(POLICY)
+    carry = _carried()
+    if rules is None and carry is None:
+        return None
+    return _Plan(rules, carry)
+
+
+def _decide(plan: _Plan, operation: _Operation) -> bool:
+    """Decide the operation (raising if blocked); False if it is part of one already allowed."""
+    key = operation.key()
+    if key is not None and key in _through():
+        return False
+    if key is not None and key == _local.__dict__.get("expect"):
+        # The audit hook has just decided this operation one level up (the caller went
+        # around a patch, e.g. the original Popen.__init__): carry it out, unreported.
+        del _local.expect
+        return True
+    if plan.rules is not None:
+        event = operation.event()
+        if check(event, plan.rules) is Mode.BLOCK:
+            raise blocked(event)
+    return True
+
+
+def _carry_out(
+    operation: _Operation,
+    plan: _Plan,
+    audit_event: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    keep_in_child: bool = False,
+) -> Any:
+    """Call the original with the operation's programs marked "through" on this thread."""
+    saved = dict(_local.__dict__)
+    _local.through = _through() | operation.marks()
+    _local.keep = keep_in_child
+    _local.carry = plan.carry
+    try:
+        return proceed(audit_event, wrapped, args, kwargs)
+    finally:
+        _local.__dict__.clear()
+        _local.__dict__.update(saved)
+
+
+def _with_carrier(env: object, carry: str | None) -> Any:
+    """``env`` (None: this process's) with the inherited policy added, as a new dict."""
+    if carry is None:
+        return env
+    base: Mapping[Any, Any] = os.environ if env is None else env  # type: ignore[assignment]
+    out = dict(base.items())
+    key: str | bytes = _inherit.VARIABLE
+    if any(isinstance(k, bytes) for k in out):
+        key = os.fsencode(_inherit.VARIABLE)
+        out[key] = os.fsencode(carry)
+    else:
+        out[key] = carry
+    return out
+
+
+# --- subprocess.Popen ---------------------------------------------------------------------------
+
+# The parameters of Popen the decision reads. Binding with inspect.Signature.bind costs
+# more than the rest of the decision together, so they are picked out by hand, from a
+# layout of the patched __init__'s signature worked out once.
+_POPEN_READS = ("args", "executable", "shell", "cwd", "env")
+
+
+class _Layout:
+    """Where a function's parameters are: enough to bind a call the way Python would.
+
+    A plain class: importing dataclasses (and with it inspect) at activation costs ~10 ms
+    of cold start; inspect itself is imported only when a first Popen is decided.
+    """
+
+    __slots__ = ("defaults", "names", "position", "required", "var_keyword", "var_positional")
+
+    def __init__(
+        self,
+        *,
+        position: dict[str, int],  # positional-or-keyword parameter -> index (self excluded)
+        names: frozenset[str],  # every parameter a keyword may name
+        defaults: dict[str, Any],
+        required: tuple[str, ...],
+        var_positional: bool,
+        var_keyword: bool,
+    ) -> None:
+        self.position = position
+        self.names = names
+        self.defaults = defaults
+        self.required = required
+        self.var_positional = var_positional
+        self.var_keyword = var_keyword
+
+    @classmethod
+    def of(cls, function: Callable[..., Any]) -> _Layout:
+        import inspect
+
+        parameters = list(inspect.signature(function).parameters.values())
+        kinds = inspect.Parameter
+        return cls(
+            position={
+                p.name: i
+                for i, p in enumerate(parameters)
+                if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
+            },
+            names=frozenset(
+                p.name
+                for p in parameters
+                if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+            ),
+            defaults={p.name: p.default for p in parameters if p.default is not p.empty},
+            required=tuple(
+                p.name
+                for p in parameters
+                if p.default is p.empty and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
+            ),
+            var_positional=any(p.kind is kinds.VAR_POSITIONAL for p in parameters),
+            var_keyword=any(p.kind is kinds.VAR_KEYWORD for p in parameters),
+        )
+
+    def pick(
+        self, names: Iterable[str], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The values ``names`` take in a call, defaults included; None if the call does not
+        bind (too many, repeated, unknown or missing arguments: the original raises)."""
+        count = len(args)
+        if count > len(self.position) and not self.var_positional:
+            return None
+        position = self.position
+        for key in kwargs:
+            index = position.get(key)
+            if index is not None and index < count:
+                return None  # given both by position and by keyword
+            if index is None and key not in self.names and not self.var_keyword:
+                return None
+        for name in self.required:
+            index = position.get(name)
+            if not (index is not None and index < count) and name not in kwargs:
+                return None
+        values: dict[str, Any] = {}
+        for name in names:
+            index = position.get(name)
+            if index is not None and index < count:
+                values[name] = args[index]
+            else:
+                values[name] = kwargs.get(name, self.defaults.get(name))
+        return values
+
+    def put(
+        self, values: Mapping[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call with ``values`` in place of the arguments of those names."""
+        new_args = list(args)
+        new_kwargs = dict(kwargs)
+        for name, value in values.items():
+            index = self.position.get(name)
+            if index is not None and index < len(args):
+                new_args[index] = value
+            else:
+                new_kwargs[name] = value
+        return tuple(new_args), new_kwargs
+
+
+# function -> (its layout, the keywords a call may use and still take the plain path; None
+# when no call may)
+_layouts: dict[Any, tuple[_Layout, frozenset[str] | None]] = {}
+
+
+def _popen_layout(wrapped: Callable[..., Any]) -> tuple[_Layout, frozenset[str] | None]:
+    # ``wrapped`` is the original __init__ bound to the new instance: key on the function.
+    function = getattr(wrapped, "__func__", wrapped)
+    known = _layouts.get(function)
+    if known is None:
+        layout = _Layout.of(wrapped)
+        plain: frozenset[str] | None = layout.names - set(_POPEN_READS)
+        if layout.var_positional or layout.var_keyword or layout.position.get("args") != 0:
+            plain = None  # not the Popen lambdaguard knows: always the full path
+        known = _layouts[function] = (layout, plain)
+    return known
+
+
+def _plain_env(env: Any) -> Any:
+    try:
+        return dict(env.items())
+    except Exception:
+        return env  # the original raises its own error for it
+
+
+def _normalise_popen(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Fix every value the decision reads, so that the original runs what was decided: a
+    ``__fspath__`` or a mapping asked twice could answer differently the second time.
+    Returns the values that changed."""
+    changed: dict[str, Any] = {}
+    value = arguments["args"]
+    if hasattr(value, "__fspath__"):
+        changed["args"] = _text(value)
+    elif value is not None and not isinstance(value, str | bytes):
+        with contextlib.suppress(TypeError):  # not iterable: Popen raises its own TypeError
+            changed["args"] = [a if isinstance(a, str | bytes) else _text(a) for a in value]
+    for name in ("executable", "cwd"):
+        if arguments[name] is not None and not isinstance(arguments[name], str | bytes):
+            changed[name] = _text(arguments[name])
+    if arguments["env"] is not None:
+        changed["env"] = _plain_env(arguments["env"])
+    arguments.update(changed)
+    return changed
+
+
+def _popen_operation(arguments: Mapping[str, Any]) -> _Operation:
+    argv = _argv(arguments["args"])
+    executable = arguments["executable"]
+    if arguments["shell"]:
+        argv = [SHELL, "-c", *argv]
+        if executable is not None:
+            argv[0] = _text(executable)
+    program = _text(executable) if executable is not None else (argv[0] if argv else "")
+    return _program(
+        "run",
+        "subprocess.Popen",
+        program,
+        argv,
+        search=_search_path(arguments["env"]),
+        cwd=arguments["cwd"],
+    )
+
+
+def _popen_init(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    active = current()
+    if active is None or _internal.busy():
+        return wrapped(*args, **kwargs)
+    rules = active.rules.get(POLICY)
+    carry = _carried()
+    if rules is None and carry is None:
+        return wrapped(*args, **kwargs)
+    layout, plain_keywords = _popen_layout(wrapped)
+    if (
+        rules is not None
+        and carry is None
+        and len(args) == 1
+        and type(args[0]) is list
+        and plain_keywords is not None
+        and plain_keywords.issuperset(kwargs)
+    ):
+        # The plain path: run([...]) with no executable, shell, cwd or env. It only ever
+        # says yes; anything it cannot allow goes through the full decision below.
+        argv: list[Any] = args[0][:]  # decide and run the same list
+        executable = _plainly_allowed(rules, argv)
+        if executable is not None:
+            return _run_allowed(executable, wrapped, (argv,), kwargs)
+    plan = _Plan(rules, carry)
+    arguments = layout.pick(_POPEN_READS, args, kwargs)
+    if arguments is None:
+        return wrapped(*args, **kwargs)  # Popen raises its own TypeError; nothing starts
+    changed = _normalise_popen(arguments)
+    operation = _popen_operation(arguments)
+    if not _decide(plan, operation):
+        args, kwargs = layout.put(changed, args, kwargs)
+        return wrapped(*args, **kwargs)
+    if plan.carry is not None:
+        changed["env"] = _with_carrier(arguments["env"], plan.carry)
+    args, kwargs = layout.put(changed, args, kwargs)
+    return _carry_out(operation, plan, "subprocess.Popen", wrapped, args, kwargs)
+
+
+def _plainly_allowed(rules: tuple[Rule, ...], argv: list[Any]) -> str | None:
+    """The program ``argv`` runs, searched on this process's PATH, if every rule permits
+    it; None if it is not that simple (not all str, a path, not found, not permitted)."""
+    for item in argv:
+        if type(item) is not str:
+            return None
+    if not argv or os.sep in argv[0]:
+        return None
+    name = argv[0]
+    search = os.environ.get("PATH", os.defpath)  # what _search_path(None) returns
+    executable = resolve(name, path=search)
+    if executable is None:
+        return None
+    target = ProcessTarget(executable, name, search)
+    # No details: this event is only asked about, never reported (a refusal is decided,
+    # and reported, again by the full path).
+    event = Event(POLICY, "run", executable, target)
+    for rule in rules:
+        if not rule.permits(event):
+            return None
+    return executable
+
+
+def _run_allowed(
+    executable: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """_decide's bookkeeping and _carry_out for an allowed plain Popen, in one frame."""
+    local = _local.__dict__
+    through: frozenset[str] = local.get("through", frozenset())
+    if executable in through:
+        return wrapped(*args, **kwargs)  # part of an operation already allowed
+    if local.get("expect") == executable:
+        del local["expect"]  # the audit hook's one-level-up decision, now used up
+    saved = local.copy()
+    local["through"] = through | {executable}
+    local["keep"] = False
+    local["carry"] = None
+    try:
+        return proceed("subprocess.Popen", wrapped, args, kwargs)
+    finally:
+        local.clear()
+        local.update(saved)
+
+
+# --- os.system ------------------------------------------------------------------------------------
+
+
+def _shell_prefix(command: Any, carry: str) -> Any:
+    # os.system hands the command to /bin/sh with this process's environment, and setting
+    # os.environ here would leak into every other thread's children: export in the shell.
+    import shlex
+
+    line = f"{_inherit.VARIABLE}={shlex.quote(carry)}; export {_inherit.VARIABLE}\n"
+    if isinstance(command, bytes):
+        return os.fsencode(line) + command
+    return line + _text(command)
+
+
+def _system(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    plan = _plan(current())
+    if plan is None:
+        return wrapped(*args, **kwargs)
+    command = args[0] if args else kwargs.get("command")
+    operation = _program("system", "os.system", SHELL, [SHELL, "-c", _text(command)], search=None)
+    if not _decide(plan, operation):
+        return wrapped(*args, **kwargs)
+    if plan.carry is not None and command is not None:
+        args, kwargs = (_shell_prefix(command, plan.carry),), {}
+    return _carry_out(operation, plan, "os.system", wrapped, args, kwargs)
+
+
+# --- os.exec* and os.spawn* ----------------------------------------------------------------------
+
+
+def _exec_like(
+    action: str,
+    route: str,
+    *,
+    first: int,
+    searches: bool,
+    env_at: int | None,
+    keep_in_child: bool,
+    audit_event: str,
+) -> Wrapper:
+    """A wrapper for exec*/spawn*: ``first`` is the index of the file argument."""
+
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        plan = _plan(current())
+        if plan is None or len(args) < first + 2:
+            return wrapped(*args, **kwargs)
+        if env_at is not None and len(args) > env_at and args[env_at] is not None:
+            args = (*args[:env_at], _plain_env(args[env_at]), *args[env_at + 1 :])
+        env = args[env_at] if env_at is not None and len(args) > env_at else None
+        search = _search_path(env) if searches else None
+        # Decide and run the same values: a __fspath__ asked twice could answer differently.
+        args = (*args[:first], _text(args[first]), _argv(args[first + 1]), *args[first + 2 :])
+        operation = _program(action, route, args[first], args[first + 1], search=search)
+        if search is not None:
+            # execvp tries each PATH entry in turn (os._execvpe): none is a new decision.
+            operation = operation.adding(*_candidates(operation.name, search))
+        if action == "spawn":
+            operation = operation.adding(FORK)  # POSIX spawn* fork first, then exec
+        if not _decide(plan, operation):
+            return wrapped(*args, **kwargs)
+        if plan.carry is not None:
+            if env_at is not None and len(args) > env_at:
+                args = (
+                    *args[:env_at],
+                    _with_carrier(args[env_at], plan.carry),
+                    *args[env_at + 1 :],
+                )
+            elif action == "exec":
+                # The process is about to become the child: setting its own environment is
+                # setting the child's (restored below if exec fails).
+                return _exec_with_carrier(operation, plan, audit_event, wrapped, args, kwargs)
+            # spawnv/spawnvp: the forked child sets it (_after_fork_in_child) before exec.
+        return _carry_out(
+            operation, plan, audit_event, wrapped, args, kwargs, keep_in_child=keep_in_child
+        )
+
+    return wrapper
+
+
+def _exec_with_carrier(
+    operation: _Operation,
+    plan: _Plan,
+    audit_event: str,
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    assert plan.carry is not None
+    previous = os.environ.get(_inherit.VARIABLE)
+    os.environ[_inherit.VARIABLE] = plan.carry
+    try:
+        return _carry_out(operation, plan, audit_event, wrapped, args, kwargs)
+    finally:
+        if previous is None:
+            os.environ.pop(_inherit.VARIABLE, None)
+        else:
+            os.environ[_inherit.VARIABLE] = previous
+
+
+def _posix_spawn(route: str, *, searches: bool) -> Wrapper:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        plan = _plan(current())
+        if plan is None or len(args) < 2:
+            return wrapped(*args, **kwargs)
+        # posix_spawnp searches the PATH of this process, not of the env argument (glibc).
+        search = _search_path(None) if searches else None
+        args = (_text(args[0]), _argv(args[1]), *args[2:])
+        operation = _program("spawn", route, args[0], args[1], search=search)
+        if not _decide(plan, operation):
+            return wrapped(*args, **kwargs)
+        if plan.carry is not None:
+            if len(args) > 2:
+                args = (*args[:2], _with_carrier(args[2], plan.carry), *args[3:])
+            elif "env" in kwargs:
+                kwargs = {**kwargs, "env": _with_carrier(kwargs["env"], plan.carry)}
+        return _carry_out(operation, plan, "os.posix_spawn", wrapped, args, kwargs)
+
+    return wrapper
+
+
+# --- fork, pty, _posixsubprocess ----------------------------------------------------------------
+
+
+def _fork_wrapper(route: str, audit_event: str) -> Wrapper:
+    def wrapper(
+        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        plan = _plan(current())
+        if plan is None:
+            return wrapped(*args, **kwargs)
+        operation = _fork(route)
+        if not _decide(plan, operation):
+            return wrapped(*args, **kwargs)
+        return _carry_out(operation, plan, audit_event, wrapped, args, kwargs)
+
+    return wrapper
+
+
+def _pty_spawn(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    plan = _plan(current())
+    if plan is None:
+        return wrapped(*args, **kwargs)
+    argv = _argv(args[0] if args else kwargs.get("argv"))
+    name = argv[0] if argv else ""
+    search = _search_path(None)
+    operation = _program("spawn", "pty.spawn", name, argv, search=search)
+    # The child runs os.execlp, which tries each PATH entry: none is a new decision.
+    operation = operation.adding(FORK, *_candidates(name, search))
+    args, kwargs = (argv, *args[1:]), {k: v for k, v in kwargs.items() if k != "argv"}
+    if not _decide(plan, operation):
+        return wrapped(*args, **kwargs)
+    return _carry_out(operation, plan, "pty.spawn", wrapped, args, kwargs, keep_in_child=True)
+
+
+def _fork_exec_operation(args: tuple[Any, ...]) -> _Operation:
+    argv = _argv(args[0])
+    candidates = [_text(c) for c in args[1]] if len(args) > 1 and args[1] else []
+    # The child execs the first candidate that works (a PATH search done by the caller).
+    chosen = next(
+        (c for c in candidates if os.path.isfile(c) and os.access(c, os.X_OK)),
+        candidates[0] if candidates else (argv[0] if argv else ""),
+    )
+    operation = _program("spawn", "_posixsubprocess.fork_exec", chosen, argv, search=None)
+    return operation.adding(*(os.path.normpath(os.path.abspath(c)) for c in candidates))
+
+
+def _fork_exec(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    carry = _carry()
+    plan = _plan(current())
+    if plan is None and carry is None:
+        return wrapped(*args, **kwargs)
+    if len(args) < 6:
+        return wrapped(*args, **kwargs)
+    operation = _fork_exec_operation(args)
+    if plan is not None and _decide(plan, operation):
+        carry = plan.carry
+    if carry is not None:
+        # fork_exec takes the environment as a list of b"KEY=VALUE" (index 5; None: inherit).
+        env = args[5]
+        items = (
+            list(env)
+            if env is not None
+            else [os.fsencode(f"{k}={v}") for k, v in os.environ.items()]
+        )
+        prefix = os.fsencode(_inherit.VARIABLE + "=")
+        items = [i for i in items if not bytes(i).startswith(prefix)] + [
+            prefix + os.fsencode(carry)
+        ]
+        args = (*args[:5], items, *args[6:])
+    if plan is None:
+        return wrapped(*args, **kwargs)
+    return _carry_out(operation, plan, "_posixsubprocess.fork_exec", wrapped, args, kwargs)
+
+
+# --- multiprocessing -----------------------------------------------------------------------------
+
+
+def _start_method(process: Any) -> str:
+    method = getattr(process, "_start_method", None)
+    if method:
+        return str(method)
+    try:
+        from multiprocessing import context
+
+        default = context._default_context
+        # No get_start_method(): without allow_none it fixes the default as a side effect.
+        actual = default._actual_context or default._default_context  # type: ignore[attr-defined]
+        return str(actual.get_start_method())
+    except Exception:
+        return "unknown"
+
+
+def _process_start(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    plan = _plan(current())
+    if plan is None or instance is None:
+        return wrapped(*args, **kwargs)
+    method = _start_method(instance)
+    if method == "fork":
+        executable = sys.executable
+        action = "fork"
+    else:
+        from multiprocessing import spawn
+
+        executable = _text(spawn.get_executable())
+        action = "spawn"
+    route = f"multiprocessing ({method})"
+    operation = _Operation(
+        action,
+        route,
+        executable,
+        os.path.abspath(executable),
+        [executable],
+        frozenset({FORK, sys.executable}),
+    )
+    if not _decide(plan, operation):
+        return wrapped(*args, **kwargs)
+    return _carry_out(operation, plan, "", wrapped, args, kwargs)
+
+
+def _patch_multiprocessing(module: Any) -> None:
+    patch(module, "BaseProcess.start", _process_start)
+
+
+# --- install --------------------------------------------------------------------------------
 
 
 def install() -> None:
     """Apply this area's patches (once; called by lambdaguard.sensors.ensure_installed)."""
+    import pty
+    import subprocess
+
+    patch(subprocess, "Popen.__init__", _popen_init)
+    patch(os, "system", _system)
+    for name, first, searches, env_at in (
+        ("execv", 0, False, None),
+        ("execve", 0, False, 2),
+        ("execvp", 0, True, None),
+        ("execvpe", 0, True, 2),
+    ):
+        patch(
+            os,
+            name,
+            _exec_like(
+                "exec",
+                f"os.{name}",
+                first=first,
+                searches=searches,
+                env_at=env_at,
+                keep_in_child=False,
+                audit_event="os.exec",
+            ),
+        )
+    for name, first, searches, env_at in (
+        ("spawnv", 1, False, None),
+        ("spawnve", 1, False, 3),
+        ("spawnvp", 1, True, None),
+        ("spawnvpe", 1, True, 3),
+    ):
+        if hasattr(os, name):
+            # POSIX spawn* fork, then exec in the child: the child keeps the "through" mark.
+            patch(
+                os,
+                name,
+                _exec_like(
+                    "spawn",
+                    f"os.{name}",
+                    first=first,
+                    searches=searches,
+                    env_at=env_at,
+                    keep_in_child=True,
+                    audit_event="os.fork",
+                ),
+            )
+    if hasattr(os, "posix_spawn"):
+        patch(os, "posix_spawn", _posix_spawn("os.posix_spawn", searches=False))
+        patch(os, "posix_spawnp", _posix_spawn("os.posix_spawnp", searches=True))
+    patch(os, "fork", _fork_wrapper("os.fork", "os.fork"))
+    if hasattr(os, "forkpty"):
+        patch(os, "forkpty", _fork_wrapper("os.forkpty", "os.forkpty"))
+    # pty.fork catches OSError from os.forkpty and falls back to os.fork: a refused forkpty
+    # (a PermissionError) would be tried, and reported, twice. Decide it once here.
+    patch(pty, "fork", _fork_wrapper("pty.fork", "os.forkpty"))
+    patch(pty, "spawn", _pty_spawn)
+    try:
+        import _posixsubprocess
+
+        patch(_posixsubprocess, "fork_exec", _fork_exec)
+    except ImportError:  # not POSIX
+        pass
+    register_post_import("multiprocessing.process", _patch_multiprocessing)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-AUDIT_HANDLERS: dict[str, Callable[[tuple[Any, ...], Active], None]] = {}
+# --- the audit backstop ---------------------------------------------------------------------------
+
+
+def _audit(
+    make: Callable[[tuple[Any, ...]], _Operation | None], *, expect: bool = False
+) -> Callable[[tuple[Any, ...], Active], None]:
+    def handler(args: tuple[Any, ...], active: Active) -> None:
+        rules = active.rules.get(POLICY)
+        if rules is None:
+            return
+        try:
+            operation = make(args)
+        except Exception:
+            operation = None
+        if operation is None:
+            return
+        key = operation.key()
+        if key is not None and (key in _through() or key == _local.__dict__.pop("expect", None)):
+            return
+        event = operation.event()
+        if check(event, rules) is Mode.BLOCK:
+            raise blocked(event)
+        if expect:
+            # Going around the patches, an allowed Popen (3.13: posix_spawn) or pty.spawn
+            # (forkpty) raises one more event for the same operation; skip exactly that one.
+            _local.expect = FORK if operation.route == "pty.spawn" else key
+
+    return handler
+
+
+def _audit_popen(args: tuple[Any, ...]) -> _Operation:
+    executable, argv, cwd, env = (list(args) + [None] * 4)[:4]
+    return _program(
+        "run", "subprocess.Popen (audit)", executable, argv, search=_search_path(env), cwd=cwd
+    )
+
+
+def _audit_posix_spawn(args: tuple[Any, ...]) -> _Operation:
+    path = _text(args[0])
+    search = _search_path(None) if os.sep not in path else None
+    return _program(
+        "spawn", "os.posix_spawn (audit)", path, args[1] if len(args) > 1 else None, search=search
+    )
+
+
+AUDIT_HANDLERS: dict[str, Callable[[tuple[Any, ...], Active], None]] = {
+    "subprocess.Popen": _audit(_audit_popen, expect=True),
+    "os.system": _audit(
+        lambda a: _program(
+            "system", "os.system (audit)", SHELL, [SHELL, "-c", _text(a[0])], search=None
+        )
+    ),
+    "os.exec": _audit(lambda a: _program("exec", "os.exec (audit)", a[0], a[1], search=None)),
+    "os.spawn": _audit(lambda a: _program("spawn", "os.spawn (audit)", a[1], a[2], search=None)),
+    "os.posix_spawn": _audit(_audit_posix_spawn),
+    "os.fork": _audit(lambda a: _fork("os.fork (audit)")),
+    "os.forkpty": _audit(lambda a: _fork("os.forkpty (audit)")),
+    "pty.spawn": _audit(
+        lambda a: _program(
+            "spawn", "pty.spawn (audit)", _argv(a[0])[0], a[0], search=_search_path(None)
+        ),
+        expect=True,
+    ),
+}
