@@ -1,7 +1,7 @@
 """Hot-path worker: a process that times rounds of one operation on request.
 
     python benchmarks/hot.py listener
-    python benchmarks/hot.py ROLE PORT      (ROLE: pristine | lambdaguard | peer)
+    python benchmarks/hot.py ROLE PORT      (ROLE: pristine | lambdaguard | spawned | peer)
 
 run.py starts one worker per role and drives them over stdin/stdout, one JSON line per
 request and per answer, so that the rounds of the three processes alternate strictly
@@ -12,8 +12,12 @@ processes, frequency changes) then hits both sides of a pair alike.
 * ``pristine`` never imports lambdaguard: no patch, no audit hook. The baseline.
 * ``lambdaguard`` enters and leaves a guard once at start-up, so the patches and the audit
   hook are in place for good; its conditions are ``noscope`` (no scope active) and
-  ``scope`` (every policy on, the operation allowed by its allow-list). It also answers
-  the absolute measurements: decorator, blocked operation, flood.
+  ``scope`` (every policy on, the operation allowed by its allow-list). It never starts a
+  child process. It also answers the absolute measurements: decorator, blocked
+  operation, flood.
+* ``spawned`` is the same after it has started child processes: ``subprocess.run`` is
+  measured here, and an open under /tmp again (once a child has been started, the files
+  sensor no longer trusts its memory of link-free /tmp paths).
 * ``listener`` accepts the loopback connections of the other three, in its own process.
 * ``peer`` runs the loopback connect bare and under pytest-socket's host allow-list
   (which, unlike an audit hook, can be switched off again).
@@ -198,12 +202,17 @@ class Worker:
         self.role = role
         self.workdir = tempfile.mkdtemp(prefix="lambdaguard-bench-")
         self.ops = make_operations(self.workdir, port)
+        if role == "lambdaguard":
+            # This worker never starts a child process: the files sensor stops trusting its
+            # memory of link-free /tmp paths for good once one is started (a child may make
+            # links it cannot see), and the "spawned" worker measures that state.
+            del self.ops["subprocess_true"]
         self.scope: object = None
         self.found: dict[str, bool] = {}
-        if role == "lambdaguard":
+        if role in ("lambdaguard", "spawned"):
             from lambdaguard import guard
 
-            self.found = features(self.workdir)
+            self.found = features(self.workdir, spawn=role == "spawned")
             self.scope = guard(**scope_policy(self.workdir))  # type: ignore[arg-type]
             with self.scope:  # type: ignore[attr-defined]
                 for fn, n in self.ops.values():
@@ -294,20 +303,22 @@ def _blocked_attempts(workdir: str, found: dict[str, bool]) -> dict[str, Callabl
     return attempts
 
 
-def features(workdir: str) -> dict[str, bool]:
-    """Which policies block for real in this checkout (the file and process sensors may not)."""
+def features(workdir: str, *, spawn: bool) -> dict[str, bool]:
+    """Which policies block for real in this checkout: tmp, or (``spawn``) subprocess."""
     from lambdaguard import Violation, guard
 
     target = os.path.join(tempfile.gettempdir(), "lambdaguard-bench-feature.txt")
     found = {}
     with stdout_to(LineCounter()):
-        with guard(tmp="block"):
-            try:
-                with open(target, "w"):
-                    pass
-                found["tmp"] = False
-            except Violation:
-                found["tmp"] = True
+        if not spawn:
+            with guard(tmp="block"):
+                try:
+                    with open(target, "w"):
+                        pass
+                    found["tmp"] = False
+                except Violation:
+                    found["tmp"] = True
+            return found
         with guard(subprocess="block"):
             try:
                 subprocess.run([shutil.which("true") or "/bin/true"], check=True)
@@ -378,8 +389,8 @@ def main() -> None:
     if role == "listener":
         serve_loopback()
         return
-    if role not in ("pristine", "lambdaguard", "peer") or len(sys.argv) != 3:
-        raise SystemExit("usage: hot.py listener | hot.py pristine|lambdaguard|peer PORT")
+    if role not in ("pristine", "lambdaguard", "spawned", "peer") or len(sys.argv) != 3:
+        raise SystemExit("usage: hot.py listener | hot.py pristine|lambdaguard|spawned|peer PORT")
     # Answers go to the real stdout; anything else printed (violation lines) is dropped.
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115

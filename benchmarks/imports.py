@@ -5,8 +5,8 @@
 Needs the bench venvs that `make bench` builds. Prints three markdown tables for
 docs/performance.md ("Where the cold start goes"):
 
-1. ``import wrapt`` alone, wrapt 2.x (the bench venv) against wrapt 1.17.3 (a scratch
-   venv ``.venv-wrapt117-X.Y`` built here);
+1. ``import wrapt`` alone, wrapt 2.5.2 against 1.17.3 (scratch venvs
+   ``.venv-wrapt<version>-X.Y`` built here, holding nothing else);
 2. cumulative import sets: what each group of modules that lambdaguard loads adds to a
    bare start, in the order a leaner lambdaguard could shed them;
 3. ``python -X importtime`` of ``import lambdaguard`` and of the first activation: the
@@ -39,13 +39,10 @@ CUMULATIVE = (
         "+ enum, contextvars, socket, json and one audit hook (what a guard cannot avoid)",
         "import enum, contextvars, _thread, socket, json, sys; sys.addaudithook(lambda e, a: None)",
     ),
-    ("+ typing, dataclasses (and so inspect)", "import typing, dataclasses, inspect"),
-    ("+ fnmatch (and so re), ipaddress, threading", "import fnmatch, ipaddress, threading"),
-    (
-        "+ concurrent.futures.process (propagation patches it eagerly)",
-        "import concurrent.futures.process",
-    ),
-    ("+ wrapt (the rest of what it imports)", "import wrapt"),
+    ("+ typing (and so re, contextlib, collections)", "import typing"),
+    ("+ subprocess (the processes sensor patches it)", "import subprocess"),
+    ("+ ipaddress, threading", "import ipaddress, threading"),
+    ("+ wrapt (1.x imports inspect, ast, dis, tokenize)", "import wrapt"),
     (
         "+ lambdaguard imported and activated",
         "import lambdaguard\nlambdaguard.guard(network='block').__enter__()",
@@ -76,12 +73,14 @@ def measure(python: str, sets: list[tuple[str, str]], rounds: int) -> dict[str, 
     }
 
 
-def wrapt117_venv(python: str, version: str) -> str:
-    venv = ROOT / f".venv-wrapt117-{version}"
+def wrapt_venv(python: str, version: str, wrapt_version: str) -> str:
+    """A scratch venv with nothing but one wrapt version, for the standalone import."""
+    venv = ROOT / f".venv-wrapt{wrapt_version}-{version}"
     if not (venv / "bin" / "python").exists():
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "wrapt==1.17.3"],
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+             f"wrapt=={wrapt_version}"],
             check=True,
         )
     return str(venv / "bin" / "python")
@@ -114,17 +113,13 @@ def main() -> int:
             [python, "-c", "import sys; print(sys._base_executable)"],
             capture_output=True, text=True, check=True,
         ).stdout.strip()
-        old = wrapt117_venv(base, version)
         print(f"\n### Python {version}\n")
         print("| `import wrapt` | wall | CPU | peak memory |\n|---|---:|---:|---:|")
-        for label, py in (("wrapt 2.x (bench venv)", python), ("wrapt 1.17.3", old)):
+        for wrapt_version in ("2.5.2", "1.17.3"):
+            py = wrapt_venv(base, version, wrapt_version)
             m = measure(py, [("pass", ""), ("wrapt", "import wrapt")], args.rounds)
-            version_text = subprocess.run(
-                [py, "-c", "import wrapt; print(wrapt.__version__)"],
-                capture_output=True, text=True, check=True,
-            ).stdout.strip()
             wall, cpu, mib = (m["wrapt"][i] - m["pass"][i] for i in range(3))
-            print(f"| {label}, {version_text} | {wall:+.1f} ms | {cpu:+.1f} ms | {mib:+.1f} MiB |")
+            print(f"| wrapt {wrapt_version} | {wall:+.1f} ms | {cpu:+.1f} ms | {mib:+.1f} MiB |")
         sets, acc = [], []
         for label, code in CUMULATIVE:
             if code:

@@ -102,11 +102,12 @@ def version_of(python: str) -> str:
 
 
 def bench_venv(python: str) -> Path:
-    """The bench venv for ``python``, built or rebuilt when setup.cfg/pyproject.toml change."""
+    """The bench venv for ``python``, built or rebuilt when the packaging files change."""
     venv = ROOT / f".venv-bench-{version_of(python)}"
     stamp = venv / ".bench-installed"
+    inputs = ("setup.cfg", "setup.py", "pyproject.toml", "lambdaguard_inherit.pth")
     digest = hashlib.sha256(
-        (ROOT / "setup.cfg").read_bytes() + (ROOT / "pyproject.toml").read_bytes()
+        b"".join((ROOT / name).read_bytes() for name in inputs if (ROOT / name).exists())
     ).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return venv
@@ -175,7 +176,15 @@ def measure_cold(python: str, rounds: int, action: str) -> dict[str, dict[str, l
 # --- hot path ------------------------------------------------------------------------------------
 
 
-HOT_OPS = ("open_read", "connect", "dns_localhost", "subprocess_true", "handler_body")
+# (row, operation, guarded worker): "spawned" has started child processes, "lambdaguard" never.
+HOT_ROWS = (
+    ("open_read", "open_read", "lambdaguard"),
+    ("open_read_after_child", "open_read", "spawned"),
+    ("connect", "connect", "lambdaguard"),
+    ("dns_localhost", "dns_localhost", "lambdaguard"),
+    ("subprocess_true", "subprocess_true", "spawned"),
+    ("handler_body", "handler_body", "lambdaguard"),
+)
 
 
 class Worker:
@@ -216,41 +225,49 @@ class Worker:
 def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
     """Rounds of every operation, the three processes strictly alternating, per set."""
     rounds: dict[str, dict[str, list[list[float]]]] = {
-        op: {"pristine": [], "noscope": [], "scope": []} for op in HOT_OPS
+        row: {"pristine": [], "noscope": [], "scope": []} for row, _, _ in HOT_ROWS
     }
     peer: dict[str, list[list[float]]] = {"pristine": [], "pytest_socket": []}
     absolute: list[dict[str, Any]] = []
     listener = Worker(python, "listener")
     port = str(listener.hello["port"])
     for _ in range(budget.hot_workers):  # fresh processes per set: memory layout varies
+        workers = {
+            role: Worker(python, role, port)
+            for role in ("pristine", "lambdaguard", "spawned", "peer")
+        }
         pristine, guarded, pytest_socket = (
-            Worker(python, role, port) for role in ("pristine", "lambdaguard", "peer")
+            workers["pristine"], workers["lambdaguard"], workers["peer"]
         )
         try:
-            for op in HOT_OPS:
-                for condition in rounds[op]:
-                    rounds[op][condition].append([])
+            for row in rounds.values():
+                for condition in row:
+                    row[condition].append([])
             for condition in peer:
                 peer[condition].append([])
             for r in range(budget.hot_rounds):
-                for op in HOT_OPS:
-                    sides = [(pristine, "pristine"), (guarded, "noscope"), (guarded, "scope")]
+                for row, op, role in HOT_ROWS:
+                    sides = [
+                        (pristine, "pristine"), (workers[role], "noscope"), (workers[role], "scope")
+                    ]
                     shift = r % len(sides)
                     for worker, condition in sides[shift:] + sides[:shift]:
                         ns = worker.ask(what="round", op=op, condition=condition)
-                        rounds[op][condition][-1].append(ns)
+                        rounds[row][condition][-1].append(ns)
                 pair = ["pristine", "pytest_socket"]
                 for condition in pair if r % 2 == 0 else pair[::-1]:
                     ns = pytest_socket.ask(what="round", op="connect", condition=condition)
                     peer[condition][-1].append(ns)
             absolute.append({
-                "features": guarded.ask(what="features"),
+                "features": {
+                    **guarded.ask(what="features"), **workers["spawned"].ask(what="features")
+                },
                 "decorator": guarded.ask(what="decorator", rounds=budget.hot_rounds),
                 "blocked": guarded.ask(what="blocked", rounds=max(3, budget.hot_rounds // 3)),
                 "flood": guarded.ask(what="flood", count=budget.flood),
             })
         finally:
-            for worker in (pristine, guarded, pytest_socket):
+            for worker in workers.values():
                 worker.close()
     listener.close()
     return {"rounds": rounds, "peer": peer, "absolute": absolute}
@@ -412,7 +429,10 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         targets = {
-            "open_read": ("open+read+close, 1 KiB file", 1.10, 1.06),
+            "open_read": ("open+read+close, 1 KiB file under /tmp", 1.10, 1.06),
+            "open_read_after_child": (
+                "the same, once the process has started a child process", 1.10, 1.06
+            ),
             "connect": ("TCP connect to a loopback listener", 1.10, None),
             "dns_localhost": ("DNS lookup of localhost", None, None),
             "subprocess_true": ('`subprocess.run(["true"])`', 1.03, None),
