@@ -937,12 +937,25 @@ def _patch_multiprocessing(module: Any) -> None:
 # --- install --------------------------------------------------------------------------------
 
 
+def _patch_subprocess(module: Any) -> None:
+    patch(module, "Popen.__init__", _popen_init)
+
+
+def _patch_pty(module: Any) -> None:
+    # pty.fork catches OSError from os.forkpty and falls back to os.fork: a refused forkpty
+    # (a PermissionError) would be tried, and reported, twice. Decide it once here.
+    patch(module, "fork", _fork_wrapper("pty.fork", "os.forkpty"))
+    patch(module, "spawn", _pty_spawn)
+
+
 def install() -> None:
     """Apply this area's patches (once; called by lambdaguard.sensors.ensure_installed)."""
-    import pty
-    import subprocess
-
-    patch(subprocess, "Popen.__init__", _popen_init)
+    # subprocess and pty are patched when first imported (now, if they already are):
+    # importing them here would add ~9 ms (signal, selectors, termios, ...) to the cold
+    # start of a handler that never starts a process. Until then the audit hook is the
+    # sensor for every route, as it is for code that goes around the patches.
+    register_post_import("subprocess", _patch_subprocess)
+    register_post_import("pty", _patch_pty)
     patch(os, "system", _system)
     for name, first, searches, env_at in (
         ("execv", 0, False, None),
@@ -990,10 +1003,6 @@ def install() -> None:
     patch(os, "fork", _fork_wrapper("os.fork", "os.fork"))
     if hasattr(os, "forkpty"):
         patch(os, "forkpty", _fork_wrapper("os.forkpty", "os.forkpty"))
-    # pty.fork catches OSError from os.forkpty and falls back to os.fork: a refused forkpty
-    # (a PermissionError) would be tried, and reported, twice. Decide it once here.
-    patch(pty, "fork", _fork_wrapper("pty.fork", "os.forkpty"))
-    patch(pty, "spawn", _pty_spawn)
     try:
         import _posixsubprocess
 

@@ -209,3 +209,25 @@ class TestCarriedPolicyFollowsTheLayers:
         assert _child_sees() == "none"
         configure(subprocess=Subprocess("block", allow=[sys.executable], inherit=True))
         assert _child_sees() == "carried"
+
+
+def test_subprocess_imported_after_activation_is_patched_and_blocked(tmp_path: Path) -> None:
+    """subprocess and pty are patched when first imported, not imported by lambdaguard."""
+    marker = tmp_path / "ran"
+    code = f"""
+import sys, lambdaguard
+with lambdaguard.guard(subprocess="block"):
+    pass
+print("imported by lambdaguard:", "subprocess" in sys.modules, "pty" in sys.modules)
+import subprocess, pty
+print("patched:", hasattr(subprocess.Popen.__init__, "__wrapped__"), hasattr(pty.spawn, "__wrapped__"))
+try:
+    with lambdaguard.guard(subprocess="block"):
+        subprocess.run(["touch", {str(marker)!r}])
+except lambdaguard.ProcessViolation:
+    print("refused")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("{")]
+    assert lines == ["imported by lambdaguard: False False", "patched: True True", "refused"], result.stderr
+    assert not marker.exists()
