@@ -14,7 +14,10 @@ See docs/exceptions.md for the same tree with examples.
 from __future__ import annotations
 
 import errno
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Violation(Exception):

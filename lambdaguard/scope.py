@@ -25,17 +25,20 @@ import contextvars
 import functools
 import os
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar, overload
 
 from lambdaguard import report
 from lambdaguard.environment import build_policy, build_relaxation, read_flag, read_positive_int
 from lambdaguard.errors import ConfigError
 from lambdaguard.policy import Active, Mode, Policy, Rule, merge
 
-F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    F = TypeVar("F", bound=Callable[..., Any])
+
 
 PolicyValue = Mode | str | Rule | None
 
@@ -356,11 +359,10 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
 
     # -- decorator --
 
-    @overload
-    def __call__(self, fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]: ...
-    @overload
-    def __call__(self, fn: F) -> F: ...
-    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self, fn: F) -> F:
+        # One signature for plain and coroutine functions: the decorated function keeps its
+        # own type, awaitable or not. (No typing.overload: typing is not imported at run
+        # time, which spares every cold start ~5 ms.)
         if not callable(fn):
             raise TypeError(f"guard(...) decorates a function or coroutine function, not {fn!r}.")
         kind = _function_kind(fn)
@@ -386,7 +388,8 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
                     report.end_invocation(started)
 
             async_guarded.guard = self  # type: ignore[attr-defined]
-            return async_guarded
+            # functools.wraps keeps fn's name, signature and annotations: it is fn's type.
+            return async_guarded  # type: ignore[return-value]
 
         # Closure locals: attribute and global lookups add up on a path this hot.
         begin, end = report.begin_invocation, report.end_invocation
@@ -416,7 +419,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
                 end(started)
 
         guarded.guard = self  # type: ignore[attr-defined]
-        return guarded
+        return guarded  # type: ignore[return-value]
 
     # -- loosening --
 

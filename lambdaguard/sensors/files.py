@@ -53,7 +53,6 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any
 
 from lambdaguard import _internal
 from lambdaguard._frames import _is_machinery
@@ -63,12 +62,16 @@ from lambdaguard.policy import Active, Event, Mode, Rule
 from lambdaguard.scope import current
 from lambdaguard.sensors._patching import patch, proceed
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
+if TYPE_CHECKING:
+    from typing import Any
+    Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+    AuditHandler = Callable[[tuple[Any, ...], Active], None]
+
 TMP = "tmp"
 HANDLER_SOURCE = "handler_source"
 POLICIES = (TMP, HANDLER_SOURCE)
 
-Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
-AuditHandler = Callable[[tuple[Any, ...], Active], None]
 
 # The originals, taken before any patch: resolution must not go through our own sensors.
 _os_open = os.open
