@@ -24,7 +24,6 @@ import _socket
 import contextvars
 import operator
 import os
-import socket
 from collections.abc import Callable
 
 from lambdaguard import _internal
@@ -59,13 +58,15 @@ def real_family(sock: object) -> int:
 
 
 def _family_name(family: int) -> str:
-    if family == socket.AF_INET:
+    if family == _socket.AF_INET:
         return "inet"
-    if family == socket.AF_INET6:
+    if family == _socket.AF_INET6:
         return "inet6"
-    if family == getattr(socket, "AF_UNIX", None):
+    if family == getattr(_socket, "AF_UNIX", None):
         return "unix"
     try:
+        import socket  # for the names of the rarer families only
+
         return socket.AddressFamily(family).name.removeprefix("AF_").lower()
     except ValueError:
         return f"family{family}"
@@ -254,7 +255,7 @@ def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> W
     return wrapper
 
 
-_IP_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6})
+_IP_FAMILIES = frozenset({_socket.AF_INET, _socket.AF_INET6})
 _EXACT_TYPES = frozenset({str, bytes, int, type(None)})
 
 
@@ -376,7 +377,7 @@ def _nameinfo_event(args: tuple[Any, ...]) -> Event | None:
         return None
     flags = args[1] if len(args) > 1 and isinstance(args[1], int) else 0
     host = args[0][0]
-    if parse_ip(_host_text(host)) is not None and flags & socket.NI_NUMERICHOST:
+    if parse_ip(_host_text(host)) is not None and flags & _socket.NI_NUMERICHOST:
         return None  # numeric in, numeric out: no lookup leaves the process
     return _reverse_event(host)
 
@@ -496,6 +497,16 @@ def _patch_asyncio(module: Any) -> None:
 
 
 def install() -> None:
+    # socket is patched when first imported (now, if it already is): importing it here
+    # would add ~6 ms to the cold start of a handler that never touches the network. Until
+    # then the audit hook is the sensor, as it is for code that uses _socket directly.
+    register_post_import("socket", _patch_socket)
+    register_post_import("botocore.httpsession", _patch_botocore)
+    register_post_import("anyio", _patch_anyio)
+    register_post_import("asyncio.base_events", _patch_asyncio)
+
+
+def _patch_socket(socket: Any) -> None:
     patch(
         socket, "socket.connect", _address_method("connect", "socket.connect", close_on_block=True)
     )
@@ -518,9 +529,6 @@ def install() -> None:
     patch(socket, "gethostbyname_ex", _gethostbyname)
     patch(socket, "gethostbyaddr", _gethostbyaddr)
     patch(socket, "getnameinfo", _getnameinfo)
-    register_post_import("botocore.httpsession", _patch_botocore)
-    register_post_import("anyio", _patch_anyio)
-    register_post_import("asyncio.base_events", _patch_asyncio)
 
 
 def _audit_address(

@@ -351,13 +351,13 @@ def test_line_keys_follow_powertools_order(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_guarding_a_bare_handler_imports_no_typing_or_dataclasses() -> None:
-    """Activation keeps the cold-start floor: no typing, dataclasses, inspect or json loaded."""
+    """Activation keeps the cold-start floor: no typing, dataclasses, json, socket or subprocess loaded."""
     code = (
         "import sys, lambdaguard\n"
         "with lambdaguard.guard(network='block', tmp='block', subprocess='block', handler_source='block'):\n"
         "    pass\n"
         "print(sorted(m for m in ('typing', 'dataclasses', 'inspect', 'json', 'subprocess', 'tempfile',"
-        " 'concurrent.futures.process', 'asyncio') if m in sys.modules))\n"
+        " 'concurrent.futures.process', 'asyncio', 'socket') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     # wrapt 1.x imports inspect for its own decorators; everything else stays out.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 from netkit import TCPListener, UDPReceiver, violations
@@ -231,3 +233,29 @@ class TestViolationType:
         assert isinstance(info.value, NetworkViolation)
         assert not isinstance(info.value, OSError | ConnectionError)
         assert (info.value.policy, info.value.mode) == ("network", "block")
+
+
+def test_socket_imported_after_activation_is_patched_and_blocked() -> None:
+    """socket is patched when first imported: a late import still gets the precise patch layer."""
+    code = """
+import sys, lambdaguard
+with lambdaguard.guard(network="block"):
+    pass
+print("imported by lambdaguard:", "socket" in sys.modules)
+import socket
+import subprocess
+import sys
+print("patched:", hasattr(socket.socket.connect, "__wrapped__"), hasattr(socket.getaddrinfo, "__wrapped__"))
+try:
+    with lambdaguard.guard(network="block"):
+        socket.getaddrinfo("late.example", 443)
+except lambdaguard.NetworkViolation as exc:
+    print("refused", exc.action, exc.target)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = [line for line in result.stdout.splitlines() if not line.startswith("{")]
+    assert lines == [
+        "imported by lambdaguard: False",
+        "patched: True True",
+        "refused resolve late.example:443",
+    ], result.stderr
