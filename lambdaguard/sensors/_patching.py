@@ -1,8 +1,9 @@
-"""The few wrapt calls lambdaguard makes, in one place, and the call-through helper.
+"""How a patch is applied, in one place, and the call-through helper.
 
-wrapt is imported here, lazily, on first activation: ``import lambdaguard`` stays cheap.
-wrapt's FunctionWrapper keeps the patched object's name, signature and descriptor
-behaviour (a patched method still binds like a method), which a plain closure would not.
+A patch is a wrapt ``FunctionWrapper``: it keeps the patched object's name, signature and
+descriptor behaviour (a patched method still binds like a method), which a plain closure
+would not. The type comes from wrapt's C extension, loaded on first activation without
+the rest of wrapt's package (``_wrapt`` says why), so ``import lambdaguard`` stays cheap.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import types
 from collections.abc import Callable
 
 from lambdaguard import _internal
+from lambdaguard.sensors import _post_import, _wrapt
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
@@ -21,9 +23,7 @@ if TYPE_CHECKING:
 
 def patch(owner: object, attribute: str, wrapper: Callable[..., Any]) -> None:
     """Wrap ``owner.attribute`` (dotted for class attributes, e.g. ``"socket.connect"``)."""
-    import wrapt
-
-    parent, name, original = wrapt.resolve_path(owner, attribute)
+    parent, name, original = _resolve(owner, attribute)
     patched = _wrapper_class()(original, wrapper)
     # Where the patch lives, so that the patched function pickles by that name.
     if isinstance(owner, types.ModuleType):
@@ -31,7 +31,31 @@ def patch(owner: object, attribute: str, wrapper: Callable[..., Any]) -> None:
     else:
         owner_type: Any = owner
         patched._self_where = (owner_type.__module__, f"{owner_type.__qualname__}.{attribute}")
-    wrapt.apply_patch(parent, name, patched)
+    setattr(parent, name, patched)
+
+
+def _resolve(owner: object, attribute: str) -> tuple[object, str, object]:
+    """``(parent, name, original)`` for a dotted attribute path, as wrapt's resolve_path.
+
+    On a class the attribute is read from the ``__dict__`` of the class in the MRO that
+    defines it, not with getattr: getattr would bind a method or run a descriptor, and
+    the patch must wrap the plain function (or C method descriptor) itself.
+    """
+    parent: object = owner
+    names = attribute.split(".")
+    original = _lookup_unbound(parent, names[0])
+    for name in names[1:]:
+        parent = original
+        original = _lookup_unbound(parent, name)
+    return parent, names[-1], original
+
+
+def _lookup_unbound(parent: object, name: str) -> object:
+    if isinstance(parent, type):
+        for klass in parent.__mro__:
+            if name in klass.__dict__:
+                return klass.__dict__[name]
+    return getattr(parent, name)
 
 
 def lookup(module: str, path: str) -> Any:
@@ -44,9 +68,9 @@ def lookup(module: str, path: str) -> Any:
 
 @functools.cache
 def _wrapper_class() -> type:
-    import wrapt
+    function_wrapper: Any = _wrapt.types()[0]
 
-    class PicklableFunctionWrapper(wrapt.FunctionWrapper):  # type: ignore[misc]
+    class PicklableFunctionWrapper(function_wrapper):  # type: ignore[misc]
         # wrapt's proxies refuse to pickle. A patched function must still pickle as the
         # function it stands for (pool.submit(os.remove, path), multiprocessing targets):
         # by the name it was patched under, so the receiving process gets its own
@@ -59,9 +83,7 @@ def _wrapper_class() -> type:
 
 def register_post_import(module_name: str, hook: Callable[[Any], None]) -> None:
     """Run ``hook(module)`` when ``module_name`` is imported, or now if it already is."""
-    import wrapt
-
-    wrapt.register_post_import_hook(hook, module_name)
+    _post_import.register(module_name, hook)
 
 
 def proceed(
