@@ -363,3 +363,60 @@ def test_guarding_a_bare_handler_imports_no_typing_or_dataclasses() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     # Not even inspect: wrapt's package (whose decorators import it) is never imported.
     assert out.strip() == "[]"
+
+
+class TestLineEncoding:
+    """The line encoder is json.dumps(ensure_ascii=True, separators=(',', ':'), default=str)."""
+
+    class _Shown:
+        def __str__(self) -> str:
+            return "shown\u2603"
+
+    class _Text(str):
+        pass
+
+    VALUES: tuple[object, ...] = (
+        "plain",
+        'quote " backslash \\ newline \n tab \t nul \x00 snowman \u2603 astral \U0001f600',
+        _Text("a str subclass"),
+        {"nested": {"list": [1, -2, 3.25, None, True, False], "tuple": ("a", "b")}},
+        {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"), "big": 10**30},
+        {"object": _Shown(), "bytes": b"raw"},
+        [],
+        {},
+    )
+
+    def test_encoder_matches_json_dumps(self) -> None:
+        """Every kind of value a line can hold encodes exactly as json.dumps encodes it."""
+        from lambdaguard import report
+
+        encode = report._make_encoder()
+        for value in self.VALUES:
+            expected = json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
+            assert encode(value) == expected, value
+
+    def test_fallback_without_c_encoder_matches_too(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Without the _json C module, json's own encoder is used, with the same output."""
+        from lambdaguard import report
+
+        monkeypatch.setitem(sys.modules, "_json", None)  # makes `from _json import` fail
+        encode = report._make_encoder()
+        assert getattr(encode, "__self__", None).__class__.__name__ == "JSONEncoder"
+        for value in self.VALUES:
+            expected = json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
+            assert encode(value) == expected, value
+
+    def test_writing_a_line_does_not_import_json(self) -> None:
+        """A process's first violation line costs no json import (json's decoder imports re)."""
+        code = (
+            "import sys, lambdaguard\n"
+            "try:\n"
+            "    with lambdaguard.guard(tmp='block'):\n"
+            "        open('/tmp/lambdaguard-never-written', 'w')\n"
+            "except lambdaguard.FileViolation:\n"
+            "    pass\n"
+            "print(sorted(m for m in ('json',) if m in sys.modules), file=sys.stderr)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert '"policy":"tmp"' in done.stdout
+        assert done.stderr.strip() == "[]"
