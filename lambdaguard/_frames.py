@@ -27,6 +27,14 @@ STACK_DEPTH = 8
 SEARCH_DEPTH = 64  # frames walked to find the location; bounded for deep recursion
 
 
+_MACHINERY, _STDLIB, _USER = 1, 2, 3
+# filename -> kind: a reported violation walks a dozen frames, and classifying a filename
+# is a few string scans. Bounded, so a process that generates code (exec with unique
+# names) cannot grow it without limit.
+_kinds: dict[str, int] = {}
+_KINDS_LIMIT = 4096
+
+
 def _is_machinery(filename: str) -> bool:
     return filename.startswith(_PACKAGE_DIR) or _WRAPT_PART in filename
 
@@ -39,6 +47,13 @@ def _is_stdlib(filename: str) -> bool:
     )
 
 
+def _classify(filename: str) -> int:
+    kind = _MACHINERY if _is_machinery(filename) else _STDLIB if _is_stdlib(filename) else _USER
+    if len(_kinds) < _KINDS_LIMIT:
+        _kinds[filename] = kind
+    return kind
+
+
 def user_frames(
     _getframe: Callable[[int], FrameType] = sys._getframe,  # only for tests: avoids monkeypatching
 ) -> tuple[str, list[str]]:
@@ -46,19 +61,18 @@ def user_frames(
     frame: FrameType | None = _getframe(1)
     stack: list[str] = []
     location = ""
-    first_outside = ""
     walked = 0
-    while (
-        frame is not None and walked < SEARCH_DEPTH and not (location and len(stack) >= STACK_DEPTH)
-    ):
+    while frame is not None and walked < SEARCH_DEPTH:
         walked += 1
         filename = frame.f_code.co_filename
-        if not _is_machinery(filename):
+        kind = _kinds.get(filename) or _classify(filename)
+        if kind != _MACHINERY:
             where = f"{filename}:{frame.f_lineno}"
             if len(stack) < STACK_DEPTH:
                 stack.append(where)
-            first_outside = first_outside or where
-            if not location and not _is_stdlib(filename):
+            if kind == _USER and not location:
                 location = where
+            if location and len(stack) >= STACK_DEPTH:
+                break
         frame = frame.f_back
-    return location or first_outside or "<unknown>", stack
+    return location or (stack[0] if stack else "<unknown>"), stack

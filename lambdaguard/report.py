@@ -215,11 +215,12 @@ def violation(event: Event, verdict: Mode) -> None:
             return
         inv.written += 1
     try:
+        mode: str = verdict.value  # once: an Enum member's .value is a descriptor call
         location, frames = user_frames()
         payload: dict[str, Any] = {
             "event": "violation",
             "policy": event.policy,
-            "mode": verdict.value,
+            "mode": mode,
             "action": event.action,
             "target": safe_text(event.target),
             "location": location,
@@ -227,13 +228,13 @@ def violation(event: Event, verdict: Mode) -> None:
         }
         if event.details:
             payload["details"] = {k: _safe_value(v) for k, v in event.details.items()}
-        verb = "blocked" if verdict.value == "block" else "alerted on"
+        verb = "blocked" if mode == "block" else "alerted on"
         message = f"lambdaguard {verb} {event.policy} {event.action} {payload['target']}"
-        level = "ERROR" if verdict.value == "block" else "WARNING"
+        level = "ERROR" if mode == "block" else "WARNING"
     except Exception:
         _count_failure()
         return
-    _emit(level, message, payload, metric=(event.policy, verdict.value, 1), inv=inv)
+    _emit(level, message, payload, metric=(event.policy, mode, 1), inv=inv)
 
 
 def relaxation(owner: object, before: Policy, rules: Mapping[str, Rule]) -> None:
