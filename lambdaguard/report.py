@@ -137,6 +137,10 @@ _invocation: contextvars.ContextVar[Invocation] = contextvars.ContextVar(
 Started = tuple["contextvars.Token[Invocation]", Invocation] | None
 
 
+# What a Lambda event (or a missing context) is made of: never a Lambda context object.
+_PLAIN_DATA = frozenset({dict, list, str, bytes, int, float, bool, tuple})
+
+
 def begin_invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Started:
     """Begin an invocation for a guarded call, unless one is already running here.
 
@@ -148,11 +152,20 @@ def begin_invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Start
     if _invocation.get() is not _outside:
         return None
     context = None
-    # (event, context) for a function; (self, event, context) for a method.
+    # (event, context) for a function; (self, event, context) for a method. The event
+    # and a missing context are plain data: skipping them spares a failed getattr (an
+    # AttributeError raised and caught) per argument, on every invocation.
+    count = len(args)
     for index in (1, 2, 0):
-        if len(args) > index and getattr(args[index], "aws_request_id", None) is not None:
-            context = args[index]
-            break
+        if index < count:
+            candidate = args[index]
+            if (
+                candidate is not None
+                and type(candidate) not in _PLAIN_DATA
+                and getattr(candidate, "aws_request_id", None) is not None
+            ):
+                context = candidate
+                break
     if _outside.suppressed:
         _flush(_outside)
     current = Invocation(context, limit, cold_start=_cold_start and _take_cold_start())
