@@ -76,17 +76,21 @@ def safe_text(value: object, limit: int = TARGET_LIMIT) -> str:
 
 
 class Invocation:
-    """One call of a guarded handler: its Lambda context and its reporting budget."""
+    """One call of a guarded handler: its Lambda context and its reporting budget.
 
-    __slots__ = ("_keys", "cold_start", "context", "fragment", "limit", "suppressed", "written")
+    One is made per invocation of every guarded handler, so making one is kept to three
+    attribute stores: everything else starts as a class-level default and is set only
+    by an invocation that reports something.
+    """
 
-    def __init__(self, lambda_context: Any, limit: int, *, cold_start: bool) -> None:
-        self.limit = limit
-        self.written = 0
-        self.suppressed: dict[tuple[str, str], int] = {}
+    written = 0
+    suppressed: dict[tuple[str, str], int] | None = None  # made on the first suppression
+    _keys: dict[str, Any] | None = None
+    fragment: str | None = None  # JSON of the keys this invocation's lines share
+
+    def __init__(self, lambda_context: Any, limit: int, cold_start: bool) -> None:
         self.context = lambda_context
-        self._keys: dict[str, Any] | None = None
-        self.fragment: str | None = None  # JSON of the keys this invocation's lines share
+        self.limit = limit
         self.cold_start = cold_start
 
     @property
@@ -128,7 +132,7 @@ def _lambda_keys(context: Any) -> dict[str, Any]:
 # at most `limit` lines per OUTSIDE_WINDOW seconds, the suppressed count flushed when the
 # window rolls over or when a real invocation starts.
 OUTSIDE_WINDOW = 60.0
-_outside = Invocation(None, DEFAULT_LIMIT, cold_start=True)
+_outside = Invocation(None, DEFAULT_LIMIT, True)
 _outside_window_start = time.monotonic()
 _invocation: contextvars.ContextVar[Invocation] = contextvars.ContextVar(
     "lambdaguard_invocation", default=_outside
@@ -168,7 +172,7 @@ def begin_invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Start
                 break
     if _outside.suppressed:
         _flush(_outside)
-    current = Invocation(context, limit, cold_start=_cold_start and _take_cold_start())
+    current = Invocation(context, limit, _cold_start and _take_cold_start())
     return _invocation.set(current), current
 
 
@@ -196,13 +200,15 @@ def reset_for_tests() -> None:
     """Give the outside-any-invocation budget a fresh window. For lambdaguard.testing only."""
     global _outside_window_start
     _outside.written = 0
-    _outside.suppressed = {}
+    _outside.suppressed = None
     _outside_window_start = time.monotonic()
 
 
 def _flush(inv: Invocation) -> None:
     with _lock:
-        pending, inv.suppressed = inv.suppressed, {}
+        pending, inv.suppressed = inv.suppressed, None
+    if not pending:
+        return
     for (policy, mode), count in sorted(pending.items()):
         _emit(
             "WARNING",
@@ -224,6 +230,8 @@ def violation(event: Event, verdict: Mode) -> None:
     with _lock:
         if inv.written >= inv.limit:
             key = (event.policy, verdict.value)
+            if inv.suppressed is None:
+                inv.suppressed = {}
             inv.suppressed[key] = inv.suppressed.get(key, 0) + 1
             return
         inv.written += 1
