@@ -404,7 +404,7 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
         steps = (
             ("`import lambdaguard`", "bare", "bare+import"),
             (
-                "first activation: `@guard(...)`, wrapt import, patches, audit hook, "
+                "first activation: `@guard(...)`, wrapt's C types, patches, audit hook, "
                 "scope entry, one allowed operation",
                 "bare+import",
                 "bare+activate",
