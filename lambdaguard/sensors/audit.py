@@ -73,7 +73,12 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     # No scope is the common case: settle it before the thread-local marks. This is
     # scope.current() inlined: the hook runs for every watched event in the process.
     state = _scope_get()
-    active = scope._baseline_active if state is None else state.active()
+    if state is None:
+        active = scope._baseline_active
+    elif state._version == scope._baseline_version:  # ScopeState.active(), its fast path
+        active = state._active
+    else:
+        active = state.active()
     if active is None or (settled is not None and settled(args, active)):
         return
     if _internal.is_quiet(event, args) or _internal.busy():

@@ -361,10 +361,16 @@ def _resolve(joined: str, follow: bool, depth: int = 0) -> str:
     if joined in _plain:
         return joined
     stripped = joined.rstrip("/") or "/"
-    parent, name = os.path.split(stripped)
+    if _clean(stripped):
+        # os.path.split and join, for a normalised absolute path (the usual case).
+        head, _, name = stripped.rpartition("/")
+        parent = head or "/"
+    else:
+        parent, name = os.path.split(stripped)
     if name in ("", ".", ".."):
         return _kernel_path(stripped) or os.path.realpath(stripped)
-    candidate = os.path.join(_real_dir(parent), name)
+    real_parent = _real_dir(parent)
+    candidate = real_parent + name if real_parent.endswith("/") else real_parent + "/" + name
     stable_parent = parent in _stable
     if not follow:
         return candidate  # the operation acts on the directory entry itself
@@ -522,7 +528,7 @@ def judge(
             continue
         if policy == HANDLER_SOURCE and _by_import_system(action):
             continue
-        enforce(event, rules)
+        enforce(event, rules, verdict)
     return real if permitted else None
 
 
