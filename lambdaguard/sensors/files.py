@@ -249,17 +249,28 @@ def _identity(path: str) -> Stamp | None:
         _os_close(fd)
 
 
-def _remember_decision(active: Active, args: tuple[Any, ...], real: str) -> None:
+def _stampable(path: str) -> bool:
+    """Whether an open of ``path`` is stamped rather than vouched for by ``_plain``/``_stable``."""
+    return (
+        not _plain_state["on"]
+        and path.startswith("/")
+        and not path.startswith(_VOLATILE)
+        and _clean(path)
+        and _stable.get(path) != path
+    )
+
+
+def _remember_decision(
+    active: Active, args: tuple[Any, ...], real: str, stamp: Stamp | None
+) -> None:
+    """Remember a permitted open; ``stamp``: from ``_identity`` before the decision, if any."""
     global _decided
     path = args[0]
     if real != path or not path.startswith("/") or path.startswith(_VOLATILE) or not _clean(path):
         return  # judged through a link, relative or unnormalised: decide it again next time
-    stamp: Stamp | None = None
     stamped = not _plain_state["on"] and _stable.get(path) != path
-    if stamped:
-        stamp = _identity(path)
-        if stamp is None:
-            return
+    if stamped and stamp is None:
+        return  # no file at the path yet (a create), or a link on the way: nothing to stamp
     # The decision may have been made from a walk just before another thread made the
     # path link-free and remembered it; it still holds: a path in memory is judged on its
     # one form (real == written), and a verdict that permitted (real, written) permitted
@@ -286,9 +297,10 @@ def _child_started() -> None:
     if not _plain_state["on"]:
         return
     with _plain_lock:
-        _plain_state["on"] = False
+        # Off only once both are empty: a thread that finds it off may start its own child.
         _plain.clear()
         _decided = (None, {})
+        _plain_state["on"] = False
 
 
 def forget(name: str | None) -> None:
@@ -498,6 +510,7 @@ def judge(
     follow: bool = True,
     only_block: bool = False,
     details: dict[str, Any] | None = None,
+    located: tuple[str, str] | None = None,
 ) -> str | None:
     """Decide one path operation for each file policy in force; raise if one blocks it.
 
@@ -505,10 +518,13 @@ def judge(
     judged and reported one by one; it is reported only when it is blocked, so that alert
     mode gives one line per operation, not two.
 
+    ``located``: ``(real, lexical)`` when the caller has resolved ``raw`` already.
+
     Returns the resolved path when every rule permitted the operation without a report,
     else None.
     """
-    located = locate(raw, dir_fd=dir_fd, follow=follow)
+    if located is None:
+        located = locate(raw, dir_fd=dir_fd, follow=follow)
     if located is None:
         return None
     real, lexical = located
@@ -709,6 +725,10 @@ def _audit_open(args: tuple[Any, ...], active: Active) -> None:
     rules = active.rules
     if TMP not in rules and HANDLER_SOURCE not in rules:
         return
+    # Once a child has started, a link-free path's stamp is also its resolution: the kernel
+    # walked it to itself. One O_PATH open then stands for the walk (the same system calls)
+    # and vouches for the remembered verdict.
+    stamp = _identity(path) if type(path) is str and _stampable(path) else None
     flags = args[2] if len(args) > 2 else 0
     if not isinstance(flags, int):
         flags = 0
@@ -722,12 +742,15 @@ def _audit_open(args: tuple[Any, ...], active: Active) -> None:
     # and may be relative to any open directory. Opening a /tmp directory is a read, so
     # only a write-only tmp rule lets one be open: then the write is judged against each
     # open directory descriptor under /tmp too.
-    real = judge(active, action, path, write=write, follow=follow)
+    real = judge(
+        active, action, path, write=write, follow=follow,
+        located=None if stamp is None else (path, path),
+    )
     if write and TMP in rules and _arg(args, 1) is None and _is_relative(path):
         for fd in _open_directory_fds():
             judge(active, action, path, write=write, dir_fd=fd, follow=follow)
     elif real is not None and type(path) is str and len(args) == 3 and type(args[2]) is int:
-        _remember_decision(active, args, real)
+        _remember_decision(active, args, real, stamp)
 
 
 def _is_relative(raw: object) -> bool:

@@ -495,6 +495,23 @@ class TestRememberedOpensAfterAChildProcess:
             assert _read(tmp_path / "link" / "f.txt") == "cached"
             assert _stamp_of(tmp_path / "link" / "f.txt") == "absent"
 
+    def test_a_link_out_of_the_allowed_directory_is_judged_where_it_leads_after_a_child(
+        self, allowed: Path, secret: Path
+    ) -> None:
+        """After a child, a stamp stands in for the walk only when the path leads to itself:
+        a link in the allowed directory to a secret, opened for the first time or after a
+        permitted read of the same name, is blocked and the secret left unwritten."""
+        (allowed / "link.txt").symlink_to(secret / "f.txt")
+        with guard(tmp=Tmp("block", allow=[f"{allowed}/**"])):
+            _start_a_child()
+            with pytest.raises(FileViolation) as caught:
+                _read(allowed / "link.txt")
+            with pytest.raises(FileViolation):
+                (allowed / "link.txt").write_text("overwritten")
+            assert _read(allowed / "f.txt") == "cached"
+        assert caught.value.target == str(secret / "f.txt")
+        assert (secret / "f.txt").read_text() == SECRET
+
     def test_no_stamp_for_a_path_that_became_a_link_after_its_walk(
         self, tmp_path: Path, allowed: Path
     ) -> None:
