@@ -421,9 +421,12 @@ def locate(
     ``follow``: whether the operation follows a link in the last component (``open`` and
     ``chmod`` do; ``remove``, ``rename`` and ``mkdir`` act on the entry itself).
     """
-    if type(raw) is str and raw in _plain:
-        return raw, raw  # the hot path: a link-free absolute path seen before
-    text = _as_text(raw)
+    if type(raw) is str:
+        if raw in _plain:
+            return raw, raw  # the hot path: a link-free absolute path seen before
+        text: str | int | None = raw
+    else:
+        text = _as_text(raw)
     if text is None:
         return None
     if isinstance(text, int):
