@@ -1,6 +1,7 @@
 """``make bench``: measure lambdaguard against the unguarded baseline and write the table.
 
     python benchmarks/run.py [--quick] [--python PATH ...] [--no-write]
+    python benchmarks/run.py --hot open_read,open_read_after_child,blocked   (those rows only)
 
 For each interpreter (by default the one running this script and, when it can be found,
 CPython 3.13 from pyenv or PATH) this script:
@@ -222,10 +223,17 @@ class Worker:
         self.stderr.close()
 
 
-def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
-    """Rounds of every operation, the three processes strictly alternating, per set."""
+def measure_hot(
+    python: str, budget: Budget, only: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """Rounds of every operation, the three processes strictly alternating, per set.
+
+    ``only``: the hot rows to time (and "blocked" for the blocked-operation costs), for a
+    narrow run (``--hot``); the peer and the absolute costs are then skipped.
+    """
+    hot_rows = [row for row in HOT_ROWS if only is None or row[0] in only]
     rounds: dict[str, dict[str, list[list[float]]]] = {
-        row: {"pristine": [], "noscope": [], "scope": []} for row, _, _ in HOT_ROWS
+        row: {"pristine": [], "noscope": [], "scope": []} for row, _, _ in hot_rows
     }
     peer: dict[str, list[list[float]]] = {"pristine": [], "pytest_socket": []}
     absolute: list[dict[str, Any]] = []
@@ -246,7 +254,7 @@ def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
             for condition in peer:
                 peer[condition].append([])
             for r in range(budget.hot_rounds):
-                for row, op, role in HOT_ROWS:
+                for row, op, role in hot_rows:
                     sides = [
                         (pristine, "pristine"), (workers[role], "noscope"), (workers[role], "scope")
                     ]
@@ -254,10 +262,16 @@ def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
                     for worker, condition in sides[shift:] + sides[:shift]:
                         ns = worker.ask(what="round", op=op, condition=condition)
                         rounds[row][condition][-1].append(ns)
-                pair = ["pristine", "pytest_socket"]
+                pair = ["pristine", "pytest_socket"] if only is None else []
                 for condition in pair if r % 2 == 0 else pair[::-1]:
                     ns = pytest_socket.ask(what="round", op="connect", condition=condition)
                     peer[condition][-1].append(ns)
+            if only is not None:
+                if "blocked" in only:
+                    absolute.append({"blocked": guarded.ask(
+                        what="blocked", rounds=max(3, budget.hot_rounds // 3)
+                    )})
+                continue
             absolute.append({
                 "features": {
                     **guarded.ask(what="features"), **workers["spawned"].ask(what="features")
@@ -504,6 +518,24 @@ def write_doc(block: str) -> None:
     DOC.write_text(head + block + tail)
 
 
+def print_hot_only(env: dict[str, str], hot: dict[str, Any]) -> None:
+    """The rows of a narrow run (``--hot``): medians and paired ratios, and blocked costs."""
+    print(f"Python {env['python']}")
+    for name, by_condition in hot["rounds"].items():
+        times = {c: med([ns for s in sets for ns in s]) / 1000 for c, sets in by_condition.items()}
+        ratios = {
+            c: med(paired_ratios(by_condition[c], by_condition["pristine"]))
+            for c in ("noscope", "scope")
+        }
+        print(
+            f"  {name:24s} bare {times['pristine']:6.2f} µs  no scope {ratios['noscope']:.3f}x"
+            f"  in scope {ratios['scope']:.3f}x ({times['scope']:.2f} µs)"
+        )
+    for a in hot["absolute"]:
+        for label, got in a["blocked"].items():
+            print(f"  blocked {label:16s} {med(got['ns_per_op']) / 1000:6.1f} µs with its line")
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 
@@ -524,6 +556,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: few rounds")
     parser.add_argument("--python", action="append", help="an interpreter to measure (repeatable)")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--hot", metavar="ROWS",
+        help="time only these hot-path rows, comma-separated ("
+        + ", ".join(row for row, _, _ in HOT_ROWS)
+        + ", and 'blocked' for the blocked operations); no cold start, writes nothing",
+    )
     args = parser.parse_args()
     budget = Budget(args.quick)
 
@@ -541,6 +579,9 @@ def main() -> int:
         venv = bench_venv(python)
         venv_python = str(venv / "bin" / "python")
         env = describe(venv_python)
+        if args.hot:
+            print_hot_only(env, measure_hot(venv_python, budget, frozenset(args.hot.split(","))))
+            continue
         print(f"Python {env['python']}: hot path ...", flush=True)
         hot = measure_hot(venv_python, budget)
         action = "open" if hot["absolute"][0]["features"].get("tmp") else "connect"
@@ -563,6 +604,9 @@ def main() -> int:
             (RESULTS / f"python-{major_minor}.json").write_text(
                 json.dumps({**run, "raw": raw}, indent=1) + "\n"
             )
+    if args.hot:
+        print(f"done in {time.time() - started:.0f} s")
+        return 0
     block = render(runs, args.quick)
     print(block)
     if not args.no_write:

@@ -28,9 +28,13 @@ def decide(event: Event, rules: tuple[Rule, ...]) -> Mode:
     return verdict
 
 
-def check(event: Event, rules: tuple[Rule, ...]) -> Mode:
-    """Decide ``event`` and report it if it is alerted or blocked; return the verdict."""
-    verdict = decide(event, rules)
+def check(event: Event, rules: tuple[Rule, ...], verdict: Mode | None = None) -> Mode:
+    """Decide ``event`` and report it if it is alerted or blocked; return the verdict.
+
+    ``verdict``: ``decide(event, rules)`` when the sensor has already made it (not twice).
+    """
+    if verdict is None:
+        verdict = decide(event, rules)
     if verdict is not Mode.ALLOW:
         report.violation(event, verdict)
     return verdict
@@ -41,9 +45,9 @@ def blocked(event: Event) -> Violation:
     return violation_for(event.policy, Mode.BLOCK.value, event.action, event.target)
 
 
-def enforce(event: Event, rules: tuple[Rule, ...]) -> None:
+def enforce(event: Event, rules: tuple[Rule, ...], verdict: Mode | None = None) -> None:
     """Check ``event`` and raise if it is blocked: for sensors with no cleanup to do first."""
-    if check(event, rules) is Mode.BLOCK:
+    if check(event, rules, verdict) is Mode.BLOCK:
         raise blocked(event)
 
 

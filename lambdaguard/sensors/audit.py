@@ -17,8 +17,9 @@ Things that don't work:
 Solution: patches decide first and mark the one audit event name they have decided as
 quiet for the duration of the original call (lambdaguard._internal); the hook skips that
 event. The hook cannot be removed once added (PEP 578), so its fast path is one dict
-lookup on the event name and a return; events of interest then check the quiet mark, the
-busy mark (lambdaguard's own work) and whether any policy is active.
+lookup on the event name and a return; events of interest then check whether any policy is
+active, whether the area already permitted this very event under that policy (a memo: an
+open seen before), the quiet mark and the busy mark (lambdaguard's own work).
 
 Cases that still fail: native code that issues system calls itself (a C extension calling
 ``connect(2)`` directly raises no audit event), and anything that runs before
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from typing import Any
     AuditHandler = Callable[[tuple[Any, ...], Active], None]
     AuditObserver = Callable[[tuple[Any, ...]], None]
+    AuditSettled = Callable[[tuple[Any, ...], Active], bool]
+    Entry = tuple[AuditHandler, tuple[AuditObserver, ...] | None, AuditSettled | None]
 
 
 _handlers: dict[str, AuditHandler] = {}
@@ -46,9 +49,15 @@ _handlers: dict[str, AuditHandler] = {}
 # a sensor's memory honest (sensors/files.py forgets link-free paths when a link may have
 # been made). They must not raise. Only a few rare events have one.
 _observers: dict[str, tuple[AuditObserver, ...]] = {}
-# What the hook reads: event -> (handler, observers or None), so that every audit event in
-# the process costs one dict lookup, and a watched one a second tuple unpack.
-_table: dict[str, tuple[AuditHandler, tuple[AuditObserver, ...] | None]] = {}
+# Settled checks: ``settled(args, active)`` is True when this very event was already
+# permitted under ``active`` (an area's memo of verdicts: files remembers permitted opens).
+# Asked before the thread-local marks, and outside the busy mark, so it must be cheap, never
+# raise, never run user code and never raise an audit event of its own: a True answer only
+# skips a handler that would have let the event through.
+_settled: dict[str, AuditSettled] = {}
+# What the hook reads: event -> (handler, observers or None, settled or None), so that every
+# audit event in the process costs one dict lookup, and a watched one a tuple unpack.
+_table: dict[str, Entry] = {}
 _hook_added = False
 _scope_get = scope._scope.get
 
@@ -57,15 +66,22 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     entry = _table.get(event)
     if entry is None:
         return
-    handler, observers = entry
+    handler, observers, settled = entry
     if observers is not None:
         for observe in observers:
             observe(args)
     # No scope is the common case: settle it before the thread-local marks. This is
     # scope.current() inlined: the hook runs for every watched event in the process.
     state = _scope_get()
-    active = scope._baseline_active if state is None else state.active()
-    if active is None or _internal.is_quiet(event, args) or _internal.busy():
+    if state is None:
+        active = scope._baseline_active
+    elif state._version == scope._baseline_version:  # ScopeState.active(), its fast path
+        active = state._active
+    else:
+        active = state.active()
+    if active is None or (settled is not None and settled(args, active)):
+        return
+    if _internal.is_quiet(event, args) or _internal.busy():
         return
     # The handler's own work (resolving a path opens it with O_PATH, reporting writes a
     # line) raises audit events too; marked busy, the hook lets them through instead of
@@ -89,11 +105,15 @@ def install(modules: Iterable[ModuleType]) -> None:
         for event, observer in getattr(module, "AUDIT_OBSERVERS", {}).items():
             if observer not in _observers.get(event, ()):
                 _observers[event] = (*_observers.get(event, ()), observer)
+        _settled.update(getattr(module, "AUDIT_SETTLED", {}))
     for event in _observers:
         _handlers.setdefault(event, _ignore)
     _table.clear()
     _table.update(
-        {event: (handler, _observers.get(event)) for event, handler in _handlers.items()}
+        {
+            event: (handler, _observers.get(event), _settled.get(event))
+            for event, handler in _handlers.items()
+        }
     )
     if not _hook_added:
         sys.addaudithook(_hook)

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from typing import Any
     Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
     AuditHandler = Callable[[tuple[Any, ...], Active], None]
+    Stamp = tuple[int, int, int]  # st_dev, st_ino, st_ctime_ns
 
 TMP = "tmp"
 HANDLER_SOURCE = "handler_source"
@@ -111,7 +112,8 @@ _VOLATILE = ("/proc/", "/dev/")  # pseudo file systems: their entries come and g
 # hook) can read and write /tmp and the task root directly anyway, so a stale entry gives
 # it nothing it did not have. A child process is the exception (the subprocess allow-list
 # may let through a program that can make links but not read), so the first process this
-# process starts switches the memory off for good. docs/files.md has the full argument.
+# process starts switches this memory off for good (``_child_started``); remembered opens
+# are then stamped and re-checked instead (``_decided``). docs/files.md has the argument.
 _plain: dict[str, None] = {}
 _PLAIN_LIMIT = 8192
 _CHANGED_LIMIT = 1024
@@ -170,32 +172,135 @@ def _keep(path: str) -> None:
         _plain[path] = None
 
 
-# The "open" events already found permitted under one Active view, for paths whose
-# resolution is remembered above (in ``_stable`` or ``_plain``): the same file opened again
-# in the same scope costs a dict lookup. A verdict is a pure function of the path's
-# resolution and the view's immutable rules, so an entry stays true as long as both do:
-# a new view starts a new memo, and ``forget`` empties it with ``_plain``. One tuple,
-# replaced whole, so that a thread never reads one view's memo as another's.
-_decided: tuple[Active | None, dict[tuple[Any, ...], None]] = (None, {})
+# The "open" events already found permitted under one Active view: the same file opened
+# again in the same scope costs one dict lookup, made by the audit hook itself before it
+# marks the thread busy (``AUDIT_SETTLED``). Keyed by the event's own arguments
+# ``(path, mode, flags)``, for absolute link-free paths only. A verdict is a pure function of
+# the path's two forms and the view's immutable rules, so an entry holds as long as the
+# path's resolution does; what vouches for that is the entry's value:
+#
+# * ``None``: the path is in ``_stable`` or ``_plain`` (see above), whose own rules keep it
+#   honest; ``forget`` empties this memo with ``_plain``.
+# * a stamp ``(st_dev, st_ino, st_ctime_ns)``, once a child process has been started (and
+#   ``_plain`` is off): one ``stat`` of the path must still find that very file before the
+#   entry is used. The stamp is taken from a descriptor of the path whose kernel path is the
+#   path itself, so it names the file that was at that path, link-free, when it was judged.
+#   A child can move that file elsewhere and lead the path to it through a link (the file
+#   keeps its inode; renaming it changes its ctime on Linux file systems, moving a
+#   directory above it does not): the open then reaches the very file that was permitted,
+#   which the handler could equally have opened before the move. A child cannot put
+#   another file behind the path without changing the stamp (another inode, or the same
+#   inode number reused by a file created later, which has a later ctime).
+#
+# One tuple, replaced whole, so that a thread never reads one view's memo as another's.
+_decided: tuple[Active | None, dict[tuple[Any, ...], Stamp | None]] = (None, {})
 _DECIDED_LIMIT = 4096
+_stat = os.stat
+_fstat = os.fstat
 
 
-def _remember_decision(active: Active, args: tuple[Any, ...]) -> None:
+def _settled_open(args: tuple[Any, ...], active: Active) -> bool:
+    """True if this very "open" event was permitted under ``active`` before (audit.py asks).
+
+    Runs for every open in scope, before the busy mark: no user code (only a plain ``str``
+    path is looked up, so no object's own ``__eq__`` or ``__hash__`` runs on the path), no
+    audit event (``stat`` raises none), never raises.
+    """
+    view, seen = _decided
+    if view is not active or len(args) != 3 or type(args[0]) is not str:
+        return False
+    stamp = seen.get(args, False)
+    if stamp is None:
+        return True
+    if stamp is False:
+        return False
+    try:
+        found = _stat(args[0])
+    except (OSError, ValueError):
+        return False
+    return stamp == (found.st_dev, found.st_ino, found.st_ctime_ns)
+
+
+def _identity(path: str) -> Stamp | None:
+    """The stamp of the file at ``path`` if the kernel's own walk of ``path`` is ``path``.
+
+    One ``open(O_PATH)`` whose ``fstat`` and ``/proc/self/fd`` link describe the same file at
+    the same instant: a link anywhere on the way, or a swap during the check, gives another
+    kernel path and no stamp.
+    """
+    if not _O_PATH:
+        return None
+    previous = _internal.set_quiet("open")
+    try:
+        fd = _os_open(path, _O_PATH | _O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    finally:
+        _internal.restore_quiet(previous)
+    try:
+        found = _fstat(fd)
+    except OSError:
+        found = None
+    try:
+        return None if found is None or fd_path(fd) != path else (
+            found.st_dev, found.st_ino, found.st_ctime_ns
+        )
+    finally:
+        _os_close(fd)
+
+
+def _stampable(path: str) -> bool:
+    """Whether an open of ``path`` is stamped rather than vouched for by ``_plain``/``_stable``."""
+    return (
+        not _plain_state["on"]
+        and path.startswith("/")
+        and not path.startswith(_VOLATILE)
+        and _clean(path)
+        and _stable.get(path) != path
+    )
+
+
+def _remember_decision(
+    active: Active, args: tuple[Any, ...], real: str, stamp: Stamp | None
+) -> None:
+    """Remember a permitted open; ``stamp``: from ``_identity`` before the decision, if any."""
     global _decided
     path = args[0]
+    if real != path or not path.startswith("/") or path.startswith(_VOLATILE) or not _clean(path):
+        return  # judged through a link, relative or unnormalised: decide it again next time
+    stamped = not _plain_state["on"] and _stable.get(path) != path
+    if stamped and stamp is None:
+        return  # no file at the path yet (a create), or a link on the way: nothing to stamp
     # The decision may have been made from a walk just before another thread made the
     # path link-free and remembered it; it still holds: a path in memory is judged on its
     # one form (real == written), and a verdict that permitted (real, written) permitted
     # the written form, whatever real was.
     with _plain_lock:
-        if path not in _plain and _stable.get(path) != path:
+        if not stamped and path not in _plain and _stable.get(path) != path:
             return  # resolved by a walk that nothing keeps honest: decide it again next time
         memo = _decided
         if memo[0] is not active:
             memo = _decided = (active, {})
         if len(memo[1]) >= _DECIDED_LIMIT:
             memo[1].clear()
-        memo[1][args] = None
+        memo[1][args] = stamp
+
+
+def _child_started() -> None:
+    """A child process may make links this process never sees: ``_plain`` goes off for good.
+
+    The first child empties both memories; from then on a remembered open is stamped and
+    checked with one ``stat`` at each use (``_settled_open``), so later children change
+    nothing that a stamp does not catch.
+    """
+    global _decided
+    if not _plain_state["on"]:
+        return
+    with _plain_lock:
+        # Off only once both are empty: a thread that finds it off may start its own child.
+        _plain.clear()
+        _decided = (None, {})
+        _plain_state["on"] = False
 
 
 def forget(name: str | None) -> None:
@@ -268,10 +373,16 @@ def _resolve(joined: str, follow: bool, depth: int = 0) -> str:
     if joined in _plain:
         return joined
     stripped = joined.rstrip("/") or "/"
-    parent, name = os.path.split(stripped)
+    if _clean(stripped):
+        # os.path.split and join, for a normalised absolute path (the usual case).
+        head, _, name = stripped.rpartition("/")
+        parent = head or "/"
+    else:
+        parent, name = os.path.split(stripped)
     if name in ("", ".", ".."):
         return _kernel_path(stripped) or os.path.realpath(stripped)
-    candidate = os.path.join(_real_dir(parent), name)
+    real_parent = _real_dir(parent)
+    candidate = real_parent + name if real_parent.endswith("/") else real_parent + "/" + name
     stable_parent = parent in _stable
     if not follow:
         return candidate  # the operation acts on the directory entry itself
@@ -310,9 +421,12 @@ def locate(
     ``follow``: whether the operation follows a link in the last component (``open`` and
     ``chmod`` do; ``remove``, ``rename`` and ``mkdir`` act on the entry itself).
     """
-    if type(raw) is str and raw in _plain:
-        return raw, raw  # the hot path: a link-free absolute path seen before
-    text = _as_text(raw)
+    if type(raw) is str:
+        if raw in _plain:
+            return raw, raw  # the hot path: a link-free absolute path seen before
+        text: str | int | None = raw
+    else:
+        text = _as_text(raw)
     if text is None:
         return None
     if isinstance(text, int):
@@ -399,18 +513,23 @@ def judge(
     follow: bool = True,
     only_block: bool = False,
     details: dict[str, Any] | None = None,
-) -> bool:
+    located: tuple[str, str] | None = None,
+) -> str | None:
     """Decide one path operation for each file policy in force; raise if one blocks it.
 
     ``only_block``: a high-level event (shutil, tempfile) whose low-level operations are
     judged and reported one by one; it is reported only when it is blocked, so that alert
     mode gives one line per operation, not two.
 
-    Returns True when every rule permitted the operation without a report.
+    ``located``: ``(real, lexical)`` when the caller has resolved ``raw`` already.
+
+    Returns the resolved path when every rule permitted the operation without a report,
+    else None.
     """
-    located = locate(raw, dir_fd=dir_fd, follow=follow)
     if located is None:
-        return False
+        located = locate(raw, dir_fd=dir_fd, follow=follow)
+    if located is None:
+        return None
     real, lexical = located
     permitted = True
     for policy in POLICIES:
@@ -428,8 +547,8 @@ def judge(
             continue
         if policy == HANDLER_SOURCE and _by_import_system(action):
             continue
-        enforce(event, rules)
-    return permitted
+        enforce(event, rules, verdict)
+    return real if permitted else None
 
 
 def _permitted(rules: tuple[Rule, ...], real: str, lexical: str, write: bool) -> bool:
@@ -573,7 +692,7 @@ def install() -> None:
 def _starting_a_process(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    forget(None)  # a child may make links this process never sees (see _plain)
+    _child_started()  # a child may make links this process never sees (see _plain)
     return wrapped(*args, **kwargs)
 
 
@@ -601,19 +720,18 @@ def _audit_open(args: tuple[Any, ...], active: Active) -> None:
     # with the path io.open converted, the FileIO mode and the exact flags, before the
     # system call and for descriptors too), and the backstop for os.open. Kept lean: it
     # runs on every open in the process.
+    # An open permitted before under this view never reaches here: the audit hook asks
+    # _settled_open first.
     if not args:
         return
     path = args[0]
-    # Only a plain str path is looked up: the arguments tuple is compared with ==, which
-    # must not run an object's own __eq__ or __hash__.
-    plain = type(path) is str
-    if plain:
-        memo = _decided
-        if memo[0] is active and args in memo[1]:
-            return
     rules = active.rules
     if TMP not in rules and HANDLER_SOURCE not in rules:
         return
+    # Once a child has started, a link-free path's stamp is also its resolution: the kernel
+    # walked it to itself. One O_PATH open then stands for the walk (the same system calls)
+    # and vouches for the remembered verdict.
+    stamp = _identity(path) if type(path) is str and _stampable(path) else None
     flags = args[2] if len(args) > 2 else 0
     if not isinstance(flags, int):
         flags = 0
@@ -627,12 +745,15 @@ def _audit_open(args: tuple[Any, ...], active: Active) -> None:
     # and may be relative to any open directory. Opening a /tmp directory is a read, so
     # only a write-only tmp rule lets one be open: then the write is judged against each
     # open directory descriptor under /tmp too.
-    permitted = judge(active, action, path, write=write, follow=follow)
+    real = judge(
+        active, action, path, write=write, follow=follow,
+        located=None if stamp is None else (path, path),
+    )
     if write and TMP in rules and _arg(args, 1) is None and _is_relative(path):
         for fd in _open_directory_fds():
             judge(active, action, path, write=write, dir_fd=fd, follow=follow)
-    elif permitted and plain and len(args) == 3 and type(args[2]) is int:
-        _remember_decision(active, args)
+    elif real is not None and type(path) is str and len(args) == 3 and type(args[2]) is int:
+        _remember_decision(active, args, real, stamp)
 
 
 def _is_relative(raw: object) -> bool:
@@ -827,6 +948,10 @@ AUDIT_HANDLERS: dict[str, AuditHandler] = {
 }
 
 
+# Asked by the audit hook before anything else: an open permitted before under this view.
+AUDIT_SETTLED: dict[str, Callable[[tuple[Any, ...], Active], bool]] = {"open": _settled_open}
+
+
 # --- observers: what keeps the memory of link-free paths honest --------------------------------
 
 
@@ -842,7 +967,7 @@ def _observe_link(args: tuple[Any, ...]) -> None:
 
 
 def _observe_process(args: tuple[Any, ...]) -> None:
-    forget(None)
+    _child_started()
 
 
 AUDIT_OBSERVERS: dict[str, Callable[[tuple[Any, ...]], None]] = {

@@ -12,6 +12,7 @@ import functools
 import io
 import os
 import posix
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -373,6 +374,193 @@ class TestPermittedOpensAreRemembered:
             assert _read(allowed) == "public"
             with pytest.raises(FileViolation):
                 io.FileIO(Impostor(), "r")  # type: ignore[arg-type]
+
+
+def _start_a_child() -> None:
+    subprocess.run(["true"], check=True)
+
+
+def _stamp_of(path: Path, mode: str = "r") -> object:
+    """The remembered verdict's value for an ``open(path, mode)`` in the current view."""
+    flags = {"r": os.O_RDONLY, "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC}[mode] | os.O_CLOEXEC
+    return files._decided[1].get((str(path), mode, flags), "absent")
+
+
+class TestRememberedOpensAfterAChildProcess:
+    """Once a child has started, a remembered open is checked with one stat at each use:
+    a child (unseen) can move the judged file, never put another file behind its path."""
+
+    @pytest.fixture
+    def allowed(self, tmp_path: Path) -> Path:
+        """An allow-listed /tmp directory holding f.txt."""
+        (tmp_path / "ok").mkdir()
+        (tmp_path / "ok" / "f.txt").write_text("cached")
+        return tmp_path / "ok"
+
+    def test_an_allowed_open_after_a_child_is_remembered_with_its_stamp(
+        self, allowed: Path
+    ) -> None:
+        """The fast path exists: after a child, a permitted open is remembered with the
+        file's device, inode and ctime, and the next open is settled from memory."""
+        with guard(tmp=Tmp("block", allow=[f"{allowed}/**"])):
+            _start_a_child()
+            assert not files._plain_state["on"]
+            assert _read(allowed / "f.txt") == "cached"
+            stamp = _stamp_of(allowed / "f.txt")
+            found = os.stat(allowed / "f.txt")
+            assert stamp == (found.st_dev, found.st_ino, found.st_ctime_ns)
+            active = files._decided[0]
+            assert active is not None
+            args = (str(allowed / "f.txt"), "r", os.O_RDONLY | os.O_CLOEXEC)
+            assert files._settled_open(args, active)
+
+    def test_file_a_child_replaced_with_a_link_is_judged_anew(
+        self, allowed: Path, secret: Path
+    ) -> None:
+        """A remembered file that a child process removes and recreates as a link to a
+        /tmp secret: the next read through its name is blocked, reads nothing."""
+        with guard(tmp=Tmp("block", allow=[f"{allowed}/**"])):
+            _start_a_child()
+            assert _read(allowed / "f.txt") == "cached"
+            assert _read(allowed / "f.txt") == "cached"
+            assert isinstance(_stamp_of(allowed / "f.txt"), tuple)
+            subprocess.run(
+                ["sh", "-c", f"rm {allowed}/f.txt && ln -s {secret}/f.txt {allowed}/f.txt"],
+                check=True,
+            )
+            with pytest.raises(FileViolation) as caught:
+                _read(allowed / "f.txt")
+        assert caught.value.target == str(secret / "f.txt")
+
+    def test_directory_a_child_swapped_for_a_link_is_judged_anew(
+        self, allowed: Path, secret: Path
+    ) -> None:
+        """A child moves the allow-listed directory away and links its name to a secret
+        directory holding a file of the same name: blocked, for reads and for writes."""
+        with guard(tmp=Tmp("block", allow=[f"{allowed}/**"])):
+            _start_a_child()
+            assert _read(allowed / "f.txt") == "cached"
+            (allowed / "f.txt").write_text("cached")  # a write remembered too
+            (allowed / "f.txt").write_text("cached")
+            assert isinstance(_stamp_of(allowed / "f.txt", "w"), tuple)
+            subprocess.run(
+                ["sh", "-c", f"mv {allowed} {allowed}.old && ln -s {secret} {allowed}"],
+                check=True,
+            )
+            with pytest.raises(FileViolation):
+                _read(allowed / "f.txt")
+            with pytest.raises(FileViolation):
+                (allowed / "f.txt").write_text("overwritten")
+        assert (secret / "f.txt").read_text() == SECRET
+
+    def test_swap_by_the_handler_itself_after_a_child_is_judged_anew(
+        self, allowed: Path, secret: Path
+    ) -> None:
+        """The handler's own swap, once children have started, is blocked as well."""
+        scope = guard(tmp=Tmp("block", allow=[f"{allowed}/**"]))
+        with scope:
+            _start_a_child()
+            assert _read(allowed / "f.txt") == "cached"
+            assert _read(allowed / "f.txt") == "cached"
+            with scope.relaxed(tmp="allow"):
+                (allowed / "f.txt").unlink()
+                (allowed / "f.txt").symlink_to(secret / "f.txt")
+            with pytest.raises(FileViolation):
+                _read(allowed / "f.txt")
+
+    def test_a_later_child_swap_is_caught_by_the_stamp_alone(
+        self, allowed: Path, secret: Path
+    ) -> None:
+        """Later children do not empty the memory; the stamp alone catches their swap."""
+        with guard(tmp=Tmp("block", allow=[f"{allowed}/**"])):
+            _start_a_child()
+            assert _read(allowed / "f.txt") == "cached"
+            subprocess.run(
+                ["sh", "-c", f"rm {allowed}/f.txt && ln -s {secret}/f.txt {allowed}/f.txt"],
+                check=True,
+            )
+            assert isinstance(_stamp_of(allowed / "f.txt"), tuple)  # still remembered
+            with pytest.raises(FileViolation):
+                _read(allowed / "f.txt")
+
+    def test_a_path_through_a_link_is_not_remembered_after_a_child(
+        self, tmp_path: Path, allowed: Path
+    ) -> None:
+        """Only a path whose kernel path is itself gets a stamp: a link on the way, even to
+        an allowed file, is walked at every open."""
+        (tmp_path / "link").symlink_to(allowed)
+        with guard(tmp=Tmp("block", allow=[f"{tmp_path}/**"])):
+            _start_a_child()
+            assert _read(tmp_path / "link" / "f.txt") == "cached"
+            assert _read(tmp_path / "link" / "f.txt") == "cached"
+            assert _stamp_of(tmp_path / "link" / "f.txt") == "absent"
+
+    def test_a_link_out_of_the_allowed_directory_is_judged_where_it_leads_after_a_child(
+        self, allowed: Path, secret: Path
+    ) -> None:
+        """After a child, a stamp stands in for the walk only when the path leads to itself:
+        a link in the allowed directory to a secret, opened for the first time or after a
+        permitted read of the same name, is blocked and the secret left unwritten."""
+        (allowed / "link.txt").symlink_to(secret / "f.txt")
+        with guard(tmp=Tmp("block", allow=[f"{allowed}/**"])):
+            _start_a_child()
+            with pytest.raises(FileViolation) as caught:
+                _read(allowed / "link.txt")
+            with pytest.raises(FileViolation):
+                (allowed / "link.txt").write_text("overwritten")
+            assert _read(allowed / "f.txt") == "cached"
+        assert caught.value.target == str(secret / "f.txt")
+        assert (secret / "f.txt").read_text() == SECRET
+
+    def test_no_stamp_for_a_path_that_became_a_link_after_its_walk(
+        self, tmp_path: Path, allowed: Path
+    ) -> None:
+        """The stamp is taken from the kernel's own walk of the path: if a link appeared
+        on the way between the decision's walk and the stamp, there is no stamp."""
+        (tmp_path / "link").symlink_to(allowed)
+        found = os.stat(allowed / "f.txt")
+        assert files._identity(str(allowed / "f.txt")) == (
+            found.st_dev,
+            found.st_ino,
+            found.st_ctime_ns,
+        )
+        assert files._identity(str(tmp_path / "link" / "f.txt")) is None
+
+    def test_limit_a_file_a_child_moved_is_opened_where_it_now_is(
+        self, allowed: Path, secret: Path
+    ) -> None:
+        """Limit: a child that moves the judged directory into a blocked one and links the
+        old name to it leads the remembered open to the very file that was permitted (its
+        inode and ctime are unchanged), which the handler could have opened before."""
+        with guard(tmp=Tmp("block", allow=[f"{allowed}/**"])):
+            _start_a_child()
+            assert _read(allowed / "f.txt") == "cached"
+            subprocess.run(
+                ["sh", "-c", f"mv {allowed} {secret}/moved && ln -s {secret}/moved {allowed}"],
+                check=True,
+            )
+            assert _read(allowed / "f.txt") == "cached"
+
+    def test_another_file_behind_a_moved_directory_is_judged_anew(
+        self, allowed: Path, secret: Path
+    ) -> None:
+        """The same move, with the secret file renamed into the moved directory in place
+        of the judged one: the open through the old name is blocked."""
+        with guard(tmp=Tmp("block", allow=[f"{allowed}/**"])):
+            _start_a_child()
+            assert _read(allowed / "f.txt") == "cached"
+            subprocess.run(
+                [
+                    "sh",
+                    "-c",
+                    f"mv {allowed} {secret}/moved && ln -s {secret}/moved {allowed}"
+                    f" && mv {secret}/f.txt {secret}/moved/f.txt",
+                ],
+                check=True,
+            )
+            with pytest.raises(FileViolation) as caught:
+                _read(allowed / "f.txt")
+        assert caught.value.target == str(secret / "moved" / "f.txt")
 
 
 class TestOnePathPerDecision:
