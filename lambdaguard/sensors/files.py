@@ -46,7 +46,6 @@ frames, and only ``handler_source`` exempts them (importing from /tmp is still a
 
 from __future__ import annotations
 
-import linecache
 import os
 import stat
 import sys
@@ -60,7 +59,7 @@ from lambdaguard.decide import decide, enforce
 from lambdaguard.policies.files import FileRule, FileTarget
 from lambdaguard.policy import Active, Event, Mode, Rule
 from lambdaguard.scope import current
-from lambdaguard.sensors._patching import patch, proceed
+from lambdaguard.sensors._patching import patch, proceed, register_post_import
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
@@ -662,6 +661,10 @@ def _getlines(
         raise
 
 
+def _patch_linecache(module: Any) -> None:
+    patch(module, "getlines", _getlines)
+
+
 def _called_from(modules: frozenset[str]) -> bool:
     frame: FrameType | None = sys._getframe(2)
     for _ in range(6):
@@ -680,7 +683,9 @@ def install() -> None:
         for name, action in (("mkfifo", "mkfifo"), ("mknod", "mknod")):
             if hasattr(owner, name):
                 patch(owner, name, _create_node(action))
-    patch(linecache, "getlines", _getlines)
+    # linecache (with tokenize and re) is not imported just to patch it: ~1-2 ms of a bare
+    # cold start. It is patched when something imports it, before that code gets it.
+    register_post_import("linecache", _patch_linecache)
     try:
         import _posixsubprocess
     except ImportError:  # not POSIX

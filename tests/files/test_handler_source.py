@@ -137,6 +137,26 @@ result(got)
         outcome = run_scenario(code, env={"LAMBDA_TASK_ROOT": str(task_root)}, cwd=task_root)
         assert outcome.result == "FileViolation"
 
+    def test_linecache_imported_after_activation_is_patched(self, task_root: Path) -> None:
+        """linecache is patched when first imported inside a guarded process, not imported to patch it."""
+        code = (
+            "import os, sys\n"
+            "sys.path.insert(0, os.environ['LAMBDA_TASK_ROOT'])\n"
+            "import app\n"
+            "from lambdaguard import guard\n"
+            "with guard(handler_source='block'):\n"
+            "    before = 'linecache' in sys.modules\n"
+            "    import linecache\n"
+            "    try:\n"
+            "        got = linecache.getline(app.__file__, 2)\n"
+            "    except PermissionError as error:\n"
+            "        got = type(error).__name__\n"
+            "result([before, got])\n"
+        )
+        outcome = run_scenario(code, env={"LAMBDA_TASK_ROOT": str(task_root)}, cwd=task_root)
+        assert outcome.result == [False, "FileViolation"]
+        assert SECRET not in outcome.stdout
+
     def test_linecache_lookup_along_sys_path_is_judged_by_the_file_read(
         self, task_root: Path
     ) -> None:
