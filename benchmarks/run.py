@@ -1,6 +1,7 @@
 """``make bench``: measure lambdaguard against the unguarded baseline and write the table.
 
     python benchmarks/run.py [--quick] [--python PATH ...] [--no-write]
+    python benchmarks/run.py --only subprocess_true[,ROW...] [--rounds N] [--python PATH ...]
 
 For each interpreter (by default the one running this script and, when it can be found,
 CPython 3.13 from pyenv or PATH) this script:
@@ -14,6 +15,9 @@ CPython 3.13 from pyenv or PATH) this script:
    alternating, and takes medians of their per-call times and ratios;
 4. writes the results table between the markers in docs/performance.md and the raw
    numbers to benchmarks/results/python-X.Y.json.
+
+``--only`` measures just the named hot-path rows (3 sets of workers, ``--rounds`` paired
+rounds each) and prints their ratios: a check of one lever that writes nothing.
 
 Only the standard library is used here; everything measured runs in the bench venvs.
 Timed assertions do not belong in tests: the targets are checked here, in the table.
@@ -222,10 +226,14 @@ class Worker:
         self.stderr.close()
 
 
-def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
-    """Rounds of every operation, the three processes strictly alternating, per set."""
+def measure_hot(
+    python: str, budget: Budget, only: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """Rounds of every operation (or of the rows in ``only``, with nothing else), the
+    three processes strictly alternating, per set."""
+    hot_rows = [r for r in HOT_ROWS if only is None or r[0] in only]
     rounds: dict[str, dict[str, list[list[float]]]] = {
-        row: {"pristine": [], "noscope": [], "scope": []} for row, _, _ in HOT_ROWS
+        row: {"pristine": [], "noscope": [], "scope": []} for row, _, _ in hot_rows
     }
     peer: dict[str, list[list[float]]] = {"pristine": [], "pytest_socket": []}
     absolute: list[dict[str, Any]] = []
@@ -246,7 +254,7 @@ def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
             for condition in peer:
                 peer[condition].append([])
             for r in range(budget.hot_rounds):
-                for row, op, role in HOT_ROWS:
+                for row, op, role in hot_rows:
                     sides = [
                         (pristine, "pristine"), (workers[role], "noscope"), (workers[role], "scope")
                     ]
@@ -254,10 +262,14 @@ def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
                     for worker, condition in sides[shift:] + sides[:shift]:
                         ns = worker.ask(what="round", op=op, condition=condition)
                         rounds[row][condition][-1].append(ns)
+                if only is not None:
+                    continue
                 pair = ["pristine", "pytest_socket"]
                 for condition in pair if r % 2 == 0 else pair[::-1]:
                     ns = pytest_socket.ask(what="round", op="connect", condition=condition)
                     peer[condition][-1].append(ns)
+            if only is not None:
+                continue
             absolute.append({
                 "features": {
                     **guarded.ask(what="features"), **workers["spawned"].ask(what="features")
@@ -336,6 +348,23 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
         "ratio": med(paired_ratios(peer["pytest_socket"], peer["pristine"])),
     }
     return s
+
+
+def print_only(hot: dict[str, Any]) -> None:
+    """--only: each row's medians and paired ratios, one line per condition."""
+    for name, by_condition in hot["rounds"].items():
+        pristine = by_condition["pristine"]
+        base = med([ns for worker_set in pristine for ns in worker_set]) / 1000
+        for condition in ("noscope", "scope"):
+            sets = by_condition[condition]
+            ratios = paired_ratios(sets, pristine)
+            per_set = " ".join(
+                f"{med(paired_ratios([g], [b])):.3f}" for g, b in zip(sets, pristine, strict=True)
+            )
+            print(
+                f"  {name} {condition}: ratio {med(ratios):.3f} (per set {per_set}), "
+                f"{med([ns for w in sets for ns in w]) / 1000:.1f} us vs {base:.1f} us"
+            )
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -524,8 +553,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: few rounds")
     parser.add_argument("--python", action="append", help="an interpreter to measure (repeatable)")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--only", help="comma-separated hot-path rows (e.g. subprocess_true): ratios only"
+    )
+    parser.add_argument("--rounds", type=int, help="paired rounds per worker set, with --only")
     args = parser.parse_args()
     budget = Budget(args.quick)
+    only = frozenset(args.only.split(",")) if args.only else None
+    if only is not None:
+        unknown = only - {row for row, _, _ in HOT_ROWS}
+        if unknown:
+            parser.error(f"--only: unknown rows {sorted(unknown)}")
+        budget.hot_rounds = args.rounds or budget.hot_rounds
 
     pythons = args.python or [sys.executable]
     if not args.python:
@@ -542,6 +581,9 @@ def main() -> int:
         venv_python = str(venv / "bin" / "python")
         env = describe(venv_python)
         print(f"Python {env['python']}: hot path ...", flush=True)
+        if only is not None:
+            print_only(measure_hot(venv_python, budget, only))
+            continue
         hot = measure_hot(venv_python, budget)
         action = "open" if hot["absolute"][0]["features"].get("tmp") else "connect"
         print(f"Python {env['python']}: cold start ({action}) ...", flush=True)
@@ -563,6 +605,9 @@ def main() -> int:
             (RESULTS / f"python-{major_minor}.json").write_text(
                 json.dumps({**run, "raw": raw}, indent=1) + "\n"
             )
+    if only is not None:
+        print(f"done in {time.time() - started:.0f} s")
+        return 0
     block = render(runs, args.quick)
     print(block)
     if not args.no_write:
