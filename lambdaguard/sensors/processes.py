@@ -28,10 +28,13 @@ runs meanwhile (a ``__fspath__`` or ``__reduce__`` of the caller's making) still
 fork, the child keeps that mark only for routes whose child goes straight on to exec the
 decided program (spawn*, pty.spawn); a plain fork's child starts with a clean slate.
 
-The common call, ``subprocess.run(["name", ...])`` with no executable, shell, cwd or env,
-is allowed by a short path (``_plainly_allowed``/``_run_allowed``): on a fork-exec-wait
-loop, every Python frame on the way costs about three times its warm price, so that path
-keeps to a few. It only ever says yes; everything else takes the full decision.
+The common call, ``subprocess.run(["name" or "/abs/path", ...])`` with no executable,
+shell, cwd or env, is allowed by a short path (``_plainly_allowed``/``_run_allowed``): on a
+fork-exec-wait loop, every Python frame on the way costs about three times its warm price,
+so that path keeps to a few, and remembers per merged policy view the verdicts that no rule
+needed the file system for. It only ever says yes; everything else takes the full decision.
+Both paths hand Popen the executable they judged, so the child runs that file rather than
+searching PATH again.
 
 ``_posixsubprocess.fork_exec`` raises no audit event in CPython 3.10-3.13, and neither does
 a forkserver forking a new child; lambdaguard wraps the module attribute (which
