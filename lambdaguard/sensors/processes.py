@@ -854,10 +854,11 @@ def _posix_spawn(route: str, *, searches: bool) -> Wrapper:
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        if _local.__dict__.get("through") and args and _through_path(args[0]):
+        active = current()
+        if active is None or (args and _through_path(args[0])):
             # 3.13's Popen spawns the program the Popen patch decided: not a new decision.
             return wrapped(*args, **kwargs)
-        plan = _plan(current())
+        plan = _plan(active)
         if plan is None or len(args) < 2:
             return wrapped(*args, **kwargs)
         # posix_spawnp searches the PATH of this process, not of the env argument (glibc).
