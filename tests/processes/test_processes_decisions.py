@@ -279,6 +279,20 @@ class TestRememberedVerdictsCannotBeBorrowed:
         assert not dirs.ran("late")
 
 
+    def test_alerted_call_is_reported_every_time(
+        self, dirs: Path2, violations: Violations
+    ) -> None:
+        """Only allow verdicts are remembered: an alerted program is reported on every
+        call, also inside a scope that allows it on its own."""
+        tool = str(dirs.late_tool)
+        with guard(subprocess=Subprocess("block", allow=[tool])):
+            subprocess.run([tool], check=True)
+            with guard(subprocess=Subprocess("alert", allow=[TOUCH])):
+                for _ in range(3):
+                    subprocess.run([tool], check=True)
+        assert [(v["mode"], v["target"]) for v in violations()] == [("alert", tool)] * 3
+
+
 class TestWhatRunsIsWhatWasJudged:
     """Popen is told to exec the file the decision found, so that no second search, and
     no path the kernel reads differently, can run another file."""
