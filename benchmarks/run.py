@@ -1,7 +1,8 @@
 """``make bench``: measure lambdaguard against the unguarded baseline and write the table.
 
     python benchmarks/run.py [--quick] [--python PATH ...] [--no-write]
-    python benchmarks/run.py --hot open_read,open_read_after_child,blocked   (those rows only)
+    python benchmarks/run.py --hot open_read,open_read_after_child,blocked [--rounds N]
+                                       (those rows only; ratios printed, nothing written)
 
 For each interpreter (by default the one running this script and, when it can be found,
 CPython 3.13 from pyenv or PATH) this script:
@@ -562,8 +563,14 @@ def main() -> int:
         + ", ".join(row for row, _, _ in HOT_ROWS)
         + ", and 'blocked' for the blocked operations); no cold start, writes nothing",
     )
+    parser.add_argument("--rounds", type=int, help="paired rounds per worker set, with --hot")
     args = parser.parse_args()
     budget = Budget(args.quick)
+    if args.hot:
+        unknown = set(args.hot.split(",")) - {row for row, _, _ in HOT_ROWS} - {"blocked"}
+        if unknown:
+            parser.error(f"--hot: unknown rows {sorted(unknown)}")
+        budget.hot_rounds = args.rounds or budget.hot_rounds
 
     pythons = args.python or [sys.executable]
     if not args.python:

@@ -98,7 +98,8 @@ def resolve(name: str, *, path: str | None, cwd: str | None = None) -> str | Non
     """The absolute path ``name`` refers to, as exec would find it; None if not found.
 
     A name with a slash is a path (relative to ``cwd``, the child's working directory, when
-    given); a bare name is searched on ``path`` (a PATH string; None means ``os.defpath``):
+    given); a bare name is searched on ``path`` (a PATH string; None means ``os.defpath``;
+    its relative entries are read from ``cwd`` too, as the child reads them):
     the first file in a PATH directory that is not a directory and is executable, as
     ``shutil.which`` finds it (an empty PATH finds nothing). Every call asks the file
     system: a program installed or made executable since the last call is seen.
@@ -113,6 +114,9 @@ def resolve(name: str, *, path: str | None, cwd: str | None = None) -> str | Non
     if not path or "\0" in name:
         return None  # as shutil.which: PATH='' matches nothing (PATH=':' is the cwd)
     for candidate, absolute in _search_list(name, path):
+        if absolute is None and cwd is not None:
+            # A relative PATH entry: the child searches it from its own working directory.
+            candidate = os.path.join(cwd, candidate)
         # Two access() calls rather than stat(): most candidates are absent, and access()
         # says so without raising. "candidate/" resolves only if candidate is a directory.
         if os.access(candidate, os.X_OK) and not os.access(candidate + os.sep, os.F_OK):
@@ -196,14 +200,27 @@ class Subprocess(Rule):
         subject = event.subject
         if not isinstance(subject, ProcessTarget) or subject.executable is None:
             return False
+        if self.permits_as_written(subject):
+            return True
+        executable = os.path.normpath(subject.executable)
+        return any(resolve(name, path=self.path) == executable for name in self._names)
+
+    def permits_as_written(self, subject: ProcessTarget) -> bool:
+        """Whether this rule allows ``subject`` without asking the file system: its path is
+        an entry, or its name is an entry and was searched on this rule's own PATH.
+
+        Such a yes depends on nothing but the subject's strings and this rule, which never
+        changes, so a sensor may remember it; a no may still become a yes in
+        :meth:`permits`, which resolves the name entries.
+        """
+        executable = subject.executable
+        if executable is None:
+            return False
         if subject.search == self.path and subject.name in self._names:
             # The caller's name searched on the rule's own PATH: resolving the entry would
             # repeat the search that found ``executable`` (the common case, one search).
             return True
-        executable = os.path.normpath(subject.executable)
-        if executable in self._paths:
-            return True
-        return any(resolve(name, path=self.path) == executable for name in self._names)
+        return executable in self._paths or os.path.normpath(executable) in self._paths
 
     def restored(self, *, path: str, inherit: bool) -> Subprocess:
         """This rule with another PATH snapshot and inherit flag (for a carried policy)."""

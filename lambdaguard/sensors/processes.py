@@ -28,10 +28,13 @@ runs meanwhile (a ``__fspath__`` or ``__reduce__`` of the caller's making) still
 fork, the child keeps that mark only for routes whose child goes straight on to exec the
 decided program (spawn*, pty.spawn); a plain fork's child starts with a clean slate.
 
-The common call, ``subprocess.run(["name", ...])`` with no executable, shell, cwd or env,
-is allowed by a short path (``_plainly_allowed``/``_run_allowed``): on a fork-exec-wait
-loop, every Python frame on the way costs about three times its warm price, so that path
-keeps to a few. It only ever says yes; everything else takes the full decision.
+The common call, ``subprocess.run(["name" or "/abs/path", ...])`` with no executable,
+shell, cwd or env, is allowed by a short path (``_plainly_allowed``/``_run_allowed``): on a
+fork-exec-wait loop, every Python frame on the way costs about three times its warm price,
+so that path keeps to a few, and remembers per merged policy view the verdicts that no rule
+needed the file system for. It only ever says yes; everything else takes the full decision.
+Both paths hand Popen the executable they judged, so the child runs that file rather than
+searching PATH again.
 
 ``_posixsubprocess.fork_exec`` raises no audit event in CPython 3.10-3.13, and neither does
 a forkserver forking a new child; lambdaguard wraps the module attribute (which
@@ -49,8 +52,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from lambdaguard import _inherit, _internal, scope
-from lambdaguard.decide import blocked, check
-from lambdaguard.policies.processes import ProcessTarget, resolve
+from lambdaguard.decide import blocked, check, remember_allowed
+from lambdaguard.policies.processes import ProcessTarget, Subprocess, resolve
 from lambdaguard.policy import Active, Event, Mode, Rule
 from lambdaguard.scope import current
 from lambdaguard.sensors._patching import patch, proceed, register_post_import
@@ -309,6 +312,7 @@ def _fork(route: str) -> _Operation:
 # --- per-thread state: what an allowed operation may do on its way down ---------------------------
 
 _local = threading.local()
+_scope_get = scope._scope.get  # scope.current()'s read, for the inlined copies
 
 
 def _through() -> frozenset[str]:
@@ -598,14 +602,22 @@ def _popen_operation(arguments: Mapping[str, Any]) -> _Operation:
 def _popen_init(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    active = current()
+    # On a fork-exec-wait loop every Python frame costs about three times its warm price,
+    # so scope.current(), _carried()'s hit and _popen_layout()'s hit are inlined here.
+    state = _scope_get()
+    active = scope._baseline_active if state is None else state.active()
     if active is None or _internal.busy():
         return wrapped(*args, **kwargs)
     rules = active.rules.get(POLICY)
-    carry = _carried()
+    last = _last_carried
+    if last is not None and last[0] is state and last[1] == scope._baseline_version:
+        carry = last[2]
+    else:
+        carry = _carried()
     if rules is None and carry is None:
         return wrapped(*args, **kwargs)
-    layout, plain_keywords = _popen_layout(wrapped)
+    known = _layouts.get(getattr(wrapped, "__func__", wrapped))
+    layout, plain_keywords = known if known is not None else _popen_layout(wrapped)
     if (
         rules is not None
         and carry is None
@@ -617,9 +629,9 @@ def _popen_init(
         # The plain path: run([...]) with no executable, shell, cwd or env. It only ever
         # says yes; anything it cannot allow goes through the full decision below.
         argv: list[Any] = args[0][:]  # decide and run the same list
-        executable = _plainly_allowed(rules, argv)
+        executable = _plainly_allowed(active, rules, argv)
         if executable is not None:
-            return _run_allowed(executable, wrapped, (argv,), kwargs)
+            return _run_allowed(executable, wrapped, argv, kwargs)
     plan = _Plan(rules, carry)
     arguments = layout.pick(_POPEN_READS, args, kwargs)
     if arguments is None:
@@ -629,55 +641,97 @@ def _popen_init(
     if not _decide(plan, operation):
         args, kwargs = layout.put(changed, args, kwargs)
         return wrapped(*args, **kwargs)
+    if (
+        not arguments["shell"]
+        and operation.executable is not None
+        and os.path.isabs(operation.executable)
+    ):
+        # Exec the file that was judged, not a second PATH search that could find another
+        # (a program placed earlier on PATH meanwhile, a relative PATH entry read from cwd).
+        changed["executable"] = operation.executable
     if plan.carry is not None:
         changed["env"] = _with_carrier(arguments["env"], plan.carry)
     args, kwargs = layout.put(changed, args, kwargs)
     return _carry_out(operation, plan, "subprocess.Popen", wrapped, args, kwargs)
 
 
-def _plainly_allowed(rules: tuple[Rule, ...], argv: list[Any]) -> str | None:
-    """The program ``argv`` runs, searched on this process's PATH, if every rule permits
-    it; None if it is not that simple (not all str, a path, not found, not permitted)."""
+def _plainly_allowed(active: Active, rules: tuple[Rule, ...], argv: list[Any]) -> str | None:
+    """The program ``argv`` runs (an absolute path as given, or a name searched on this
+    process's PATH) if every rule permits it; None if it is not that simple (not all str,
+    a relative path, not found, not permitted).
+
+    A yes that no rule needed the file system for (``permits_as_written``) is remembered
+    in ``active``'s memo of allowed operations, keyed by every string it was judged on: the
+    path as given, or the name with the PATH it was searched on and the file found there.
+    The search itself is never remembered: it is done again on every call.
+    """
     for item in argv:
         if type(item) is not str:
             return None
-    if not argv or os.sep in argv[0]:
+    if not argv:
         return None
-    name = argv[0]
-    search = os.environ.get("PATH", os.defpath)  # what _search_path(None) returns
-    executable = resolve(name, path=search)
-    if executable is None:
-        return None
-    target = ProcessTarget(executable, name, search)
-    # No details: this event is only asked about, never reported (a refusal is decided,
-    # and reported, again by the full path).
-    event = Event(POLICY, "run", executable, target)
-    for rule in rules:
-        if not rule.permits(event):
+    name: str = argv[0]
+    key: tuple[str, ...]
+    if name[:1] == os.sep:
+        # An absolute path is judged as written, . and .. folded: no file system lookup.
+        key = (POLICY, name)
+        if key in active.allowed:
+            return name  # only a path already in normal form is remembered (below)
+        executable: str | None = os.path.normpath(name)
+        search: str | None = None
+    elif os.sep in name:
+        return None  # relative to the working directory: the full path
+    else:
+        search = os.environ.get("PATH", os.defpath)  # what _search_path(None) returns
+        executable = resolve(name, path=search)
+        if executable is None:
             return None
+        key = (POLICY, name, search, executable)
+        if key in active.allowed:
+            return executable
+    target = ProcessTarget(executable, name, search)
+    as_written = True
+    for rule in rules:
+        if type(rule) is Subprocess and rule.permits_as_written(target):
+            continue
+        as_written = False
+        # No details: this event is only asked about, never reported (a refusal is
+        # decided, and reported, again by the full path).
+        if not rule.permits(Event(POLICY, "run", str(executable), target)):
+            return None
+    if as_written and (search is not None or executable == name):
+        remember_allowed(active, key)
     return executable
 
 
 def _run_allowed(
     executable: str,
     wrapped: Callable[..., Any],
-    args: tuple[Any, ...],
+    argv: list[str],
     kwargs: dict[str, Any],
 ) -> Any:
-    """_decide's bookkeeping and _carry_out for an allowed plain Popen, in one frame."""
+    """_decide's bookkeeping and _carry_out for an allowed plain Popen, in one frame.
+
+    Popen is told to exec ``executable``, the file that was judged: its own PATH search
+    (or a path with ``..`` that the kernel reads through a link) could find another file.
+    """
+    if executable != argv[0]:
+        kwargs = {**kwargs, "executable": executable}
     local = _local.__dict__
     through: frozenset[str] = local.get("through", frozenset())
     if executable in through:
-        return wrapped(*args, **kwargs)  # part of an operation already allowed
+        return wrapped(argv, **kwargs)  # part of an operation already allowed
     if local.get("expect") == executable:
         del local["expect"]  # the audit hook's one-level-up decision, now used up
     saved = local.copy()
     local["through"] = through | {executable}
     local["keep"] = False
     local["carry"] = None
+    quiet = _internal.set_quiet("subprocess.Popen")  # proceed(), inlined
     try:
-        return proceed("subprocess.Popen", wrapped, args, kwargs)
+        return wrapped(argv, **kwargs)
     finally:
+        _internal.restore_quiet(quiet)
         local.clear()
         local.update(saved)
 
@@ -785,11 +839,26 @@ def _exec_with_carrier(
             os.environ[_inherit.VARIABLE] = previous
 
 
+def _through_path(path: object) -> bool:
+    """Whether ``path`` is, as given, a program of an operation allowed on this thread and
+    being carried out: what _decide would find, without building the operation. Only an
+    absolute path can match (every "through" mark is one, or FORK), so it is already the
+    normalised path the operation would be keyed by."""
+    through: frozenset[str] | None = _local.__dict__.get("through")
+    if not through or type(path) is not str:
+        return False
+    return path[:1] == os.sep and path in through
+
+
 def _posix_spawn(route: str, *, searches: bool) -> Wrapper:
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        plan = _plan(current())
+        active = current()
+        if active is None or (args and _through_path(args[0])):
+            # 3.13's Popen spawns the program the Popen patch decided: not a new decision.
+            return wrapped(*args, **kwargs)
+        plan = _plan(active)
         if plan is None or len(args) < 2:
             return wrapped(*args, **kwargs)
         # posix_spawnp searches the PATH of this process, not of the env argument (glibc).
@@ -1020,11 +1089,19 @@ def install() -> None:
 
 
 def _audit(
-    make: Callable[[tuple[Any, ...]], _Operation | None], *, expect: bool = False
+    make: Callable[[tuple[Any, ...]], _Operation | None],
+    *,
+    expect: bool = False,
+    program_at: int | None = None,
 ) -> Callable[[tuple[Any, ...], Active], None]:
+    """An audit handler; ``program_at`` is the index of the event argument that is the
+    program's path, checked against the "through" marks before anything is built."""
+
     def handler(args: tuple[Any, ...], active: Active) -> None:
         rules = active.rules.get(POLICY)
         if rules is None:
+            return
+        if program_at is not None and len(args) > program_at and _through_path(args[program_at]):
             return
         try:
             operation = make(args)
@@ -1070,7 +1147,7 @@ AUDIT_HANDLERS: dict[str, Callable[[tuple[Any, ...], Active], None]] = {
     ),
     "os.exec": _audit(lambda a: _program("exec", "os.exec (audit)", a[0], a[1], search=None)),
     "os.spawn": _audit(lambda a: _program("spawn", "os.spawn (audit)", a[1], a[2], search=None)),
-    "os.posix_spawn": _audit(_audit_posix_spawn),
+    "os.posix_spawn": _audit(_audit_posix_spawn, program_at=0),
     "os.fork": _audit(lambda a: _fork("os.fork (audit)")),
     "os.forkpty": _audit(lambda a: _fork("os.forkpty (audit)")),
     "pty.spawn": _audit(

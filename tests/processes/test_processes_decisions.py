@@ -21,6 +21,7 @@ import pytest
 from lambdaguard import ProcessViolation, Subprocess, configure, guard
 
 Violations = Callable[[], list[dict[str, Any]]]
+ScenarioRunner = Any  # conftest.run_scenario: (code, *, env=None) -> Scenario
 TOUCH = os.path.abspath(shutil.which("touch") or "/usr/bin/touch")
 
 
@@ -178,6 +179,195 @@ class TestPopenArguments:
             call()
         assert not dirs.ran("late")
         assert violations() == []
+
+
+class TestRememberedVerdictsCannotBeBorrowed:
+    """An allowed plain call is remembered per merged policy view (the scope's Active),
+    keyed by the strings it was judged on; no other scope, PATH or file can use it."""
+
+    def test_path_allowed_in_one_scope_is_refused_in_another(
+        self, dirs: Path2, violations: Violations
+    ) -> None:
+        """A program path allowed (and remembered) in one scope is refused in a scope
+        whose allow-list does not have it."""
+        tool = str(dirs.late_tool)
+        with guard(subprocess=Subprocess("block", allow=[tool])):
+            subprocess.run([tool], check=True)
+            subprocess.run([tool], check=True)  # the second call is the remembered one
+        assert dirs.ran("late")
+        dirs.forget("late")
+        with (
+            guard(subprocess=Subprocess("block", allow=[TOUCH])),
+            pytest.raises(ProcessViolation) as caught,
+        ):
+            subprocess.run([tool], check=True)
+        assert caught.value.target == tool
+        assert not dirs.ran("late")
+        assert [v["target"] for v in violations()] == [tool]
+
+    def test_stricter_scope_inside_refuses_what_the_outer_scope_remembered(
+        self, dirs: Path2
+    ) -> None:
+        """A nested scope that blocks every program refuses a path its parent allowed."""
+        tool = str(dirs.late_tool)
+        with guard(subprocess=Subprocess("block", allow=[tool])):
+            subprocess.run([tool], check=True)
+            subprocess.run([tool], check=True)
+            dirs.forget("late")
+            with guard(subprocess="block"), pytest.raises(ProcessViolation):
+                subprocess.run([tool], check=True)
+        assert not dirs.ran("late")
+
+    def test_baseline_tightened_after_an_allowed_call_refuses_it(self, dirs: Path2) -> None:
+        """configure() adding a blocking layer applies to a name the scope remembered."""
+        with guard(subprocess=Subprocess("block", allow=["lgtool"])):
+            subprocess.run(["lgtool"], check=True)
+            subprocess.run(["lgtool"], check=True)
+            dirs.forget("late")
+            configure(subprocess=Subprocess("block", allow=[TOUCH]))
+            with pytest.raises(ProcessViolation):
+                subprocess.run(["lgtool"], check=True)
+        assert not dirs.ran("late")
+
+    def test_name_remembered_on_one_path_is_judged_again_on_another(
+        self, dirs: Path2, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After an allowed name, prepending a directory with another program of that name
+        to PATH makes the name find that program, and it is refused."""
+        rule = Subprocess("block", allow=["lgtool"])  # built on PATH: early, late, ...
+        with guard(subprocess=rule):
+            subprocess.run(["lgtool"], check=True)
+            subprocess.run(["lgtool"], check=True)
+            assert dirs.ran("late")
+            other = dirs.root / "other"
+            other.mkdir()
+            dirs.make(other)
+            monkeypatch.setenv("PATH", f"{other}{os.pathsep}{os.environ['PATH']}")
+            with pytest.raises(ProcessViolation) as caught:
+                subprocess.run(["lgtool"], check=True)
+        assert caught.value.target == str(other / "lgtool")
+        assert not dirs.ran("other")
+
+    def test_name_allowed_on_its_rules_path_runs_the_program_found_now(
+        self, dirs: Path2
+    ) -> None:
+        """A name entry allows what the name resolves to when decided: once a program of
+        that name appears earlier on PATH, that program is the one judged and run."""
+        with guard(subprocess=Subprocess("block", allow=["lgtool"])):
+            subprocess.run(["lgtool"], check=True)
+            subprocess.run(["lgtool"], check=True)
+            assert dirs.ran("late")
+            dirs.forget("late")
+            dirs.make(dirs.early)
+            subprocess.run(["lgtool"], check=True)
+        assert dirs.ran("early")
+        assert not dirs.ran("late")
+
+    def test_path_with_dotdot_is_remembered_only_in_normal_form(
+        self, dirs: Path2, violations: Violations
+    ) -> None:
+        """late/../late/lgtool is judged as late/lgtool each time, allowed or not."""
+        winding = f"{dirs.late}/../late/lgtool"
+        with guard(subprocess=Subprocess("block", allow=[str(dirs.late_tool)])):
+            subprocess.run([winding], check=True)
+            subprocess.run([winding], check=True)
+        assert dirs.ran("late")
+        dirs.forget("late")
+        with guard(subprocess=Subprocess("block")), pytest.raises(ProcessViolation) as caught:
+            subprocess.run([winding], check=True)
+        assert caught.value.target == str(dirs.late_tool)
+        assert not dirs.ran("late")
+
+
+    def test_alerted_call_is_reported_every_time(
+        self, dirs: Path2, violations: Violations
+    ) -> None:
+        """Only allow verdicts are remembered: an alerted program is reported on every
+        call, also inside a scope that allows it on its own."""
+        tool = str(dirs.late_tool)
+        with guard(subprocess=Subprocess("block", allow=[tool])):
+            subprocess.run([tool], check=True)
+            with guard(subprocess=Subprocess("alert", allow=[TOUCH])):
+                for _ in range(3):
+                    subprocess.run([tool], check=True)
+        assert [(v["mode"], v["target"]) for v in violations()] == [("alert", tool)] * 3
+
+
+class TestWhatRunsIsWhatWasJudged:
+    """Popen is told to exec the file the decision found, so that no second search, and
+    no path the kernel reads differently, can run another file."""
+
+    def test_dotdot_after_a_link_runs_the_file_that_was_judged(self, dirs: Path2) -> None:
+        """a/link/../lgtool is judged as a/lgtool; the kernel would read it through the
+        link (b/lgtool): a/lgtool is what runs."""
+        judged = dirs.make(dirs.early)  # early/lgtool, allowed
+        elsewhere = dirs.root / "b"
+        (elsewhere / "sub").mkdir(parents=True)
+        dirs.make(elsewhere)  # b/lgtool, not allowed
+        (dirs.early / "link").symlink_to(elsewhere / "sub")
+        with guard(subprocess=Subprocess("block", allow=[str(judged)])):
+            for _ in range(2):  # the second call finds the first one's verdict remembered
+                subprocess.run([f"{dirs.early}/link/../lgtool"], check=True)
+            subprocess.run([f"{dirs.early}/link/../lgtool"], cwd=dirs.root, check=True)
+        assert dirs.ran("early")
+        assert not dirs.ran("b")
+
+    def test_relative_path_entry_is_searched_from_the_childs_working_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, violations: Violations
+    ) -> None:
+        """With a relative PATH entry and cwd=, the program judged is the one the child
+        would find from its own working directory, and only that one may run."""
+        made = {}
+        for side in ("parent", "child"):
+            (tmp_path / side / "rel").mkdir(parents=True)
+            tool = tmp_path / side / "rel" / "lgtool"
+            tool.write_text(f"#!/bin/sh\n{TOUCH} '{tmp_path}/{side}.ran'\n")
+            tool.chmod(0o755)
+            made[side] = str(tool)
+        monkeypatch.chdir(tmp_path / "parent")
+        monkeypatch.setenv("PATH", f"rel{os.pathsep}{os.environ['PATH']}")
+        child_cwd = tmp_path / "child"
+        with (
+            guard(subprocess=Subprocess("block", allow=[made["parent"]])),
+            pytest.raises(ProcessViolation) as caught,
+        ):
+            subprocess.run(["lgtool"], cwd=child_cwd, check=True)
+        assert caught.value.target == made["child"]
+        assert not (tmp_path / "parent.ran").exists()
+        assert not (tmp_path / "child.ran").exists()
+        with guard(subprocess=Subprocess("block", allow=[made["child"]])):
+            subprocess.run(["lgtool"], cwd=child_cwd, check=True)
+        assert (tmp_path / "child.ran").exists()
+        assert not (tmp_path / "parent.ran").exists()
+
+    @pytest.mark.parametrize("call", ['["lgtool"]', '["lgtool"], cwd="/"'], ids=["plain", "cwd"])
+    def test_program_placed_earlier_on_path_after_the_decision_does_not_run(
+        self, call: str, dirs: Path2, run_scenario: ScenarioRunner
+    ) -> None:
+        """A program that appears earlier on PATH between the decision and the exec (made
+        here by an audit hook on subprocess.Popen, which fires in between) does not run:
+        the file that was judged does."""
+        result = run_scenario(
+            f"""
+            import os, subprocess, sys
+            from lambdaguard import Subprocess, guard
+            early = {str(dirs.early / "lgtool")!r}
+            def plant(event, args):
+                if event == "subprocess.Popen" and not os.path.exists(early):
+                    with open(early, "w") as f:
+                        f.write("#!/bin/sh\\n{TOUCH} {dirs.root}/early.ran\\n")
+                    os.chmod(early, 0o755)
+            with guard(subprocess=Subprocess("block", allow=[{str(dirs.late_tool)!r}])):
+                sys.addaudithook(plant)
+                subprocess.run({call}, check=True)
+            print("done")
+            """,
+            env={"PATH": f"{dirs.early}{os.pathsep}{dirs.late}{os.pathsep}{os.environ['PATH']}"},
+        )
+        assert result.stdout.splitlines()[-1:] == ["done"], result
+        assert (dirs.early / "lgtool").exists()
+        assert dirs.ran("late")
+        assert not dirs.ran("early")
 
 
 CHILD_SEES = (
