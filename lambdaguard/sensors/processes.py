@@ -44,9 +44,7 @@ original before lambdaguard was activated is not seen. docs/processes.md lists t
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -82,11 +80,12 @@ _SENSITIVE = (
 class _Patterns:
     """The masking patterns, compiled when the first line with an argv is written.
 
-    Compiling them at import would put ~4 ms of regular-expression compilation into every
-    cold start, for lines most invocations never write.
+    Compiling them at import (or importing ``re`` at all) would put ~4 ms into every cold
+    start, for lines most invocations never write.
     """
 
     def __init__(self) -> None:
+        import re
 
         # --password=VALUE, --api-key=VALUE (also inside a shell command string).
         self.option_value = re.compile(rf"(--?[\w-]*{_SENSITIVE}[\w-]*=)(\S+)", re.IGNORECASE)
@@ -570,8 +569,10 @@ def _normalise_popen(arguments: dict[str, Any]) -> dict[str, Any]:
     if hasattr(value, "__fspath__"):
         changed["args"] = _text(value)
     elif value is not None and not isinstance(value, str | bytes):
-        with contextlib.suppress(TypeError):  # not iterable: Popen raises its own TypeError
+        try:  # noqa: SIM105  # not contextlib.suppress: contextlib is ~1 ms of cold start
             changed["args"] = [a if isinstance(a, str | bytes) else _text(a) for a in value]
+        except TypeError:  # not iterable: Popen raises its own TypeError
+            pass
     for name in ("executable", "cwd"):
         if arguments[name] is not None and not isinstance(arguments[name], str | bytes):
             changed[name] = _text(arguments[name])
