@@ -7,8 +7,8 @@ docs/performance.md ("Where the cold start goes"):
 
 1. ``import wrapt`` alone, wrapt 2.5.2 against 1.17.3 (scratch venvs
    ``.venv-wrapt<version>-X.Y`` built here, holding nothing else);
-2. cumulative import sets: what each group of modules that lambdaguard loads adds to a
-   bare start, in the order a leaner lambdaguard could shed them;
+2. cumulative import sets: the floor any guard of this design pays, then wrapt's C types,
+   then lambdaguard's import, first activation and first violation, step by step;
 3. ``python -X importtime`` of ``import lambdaguard`` and of the first activation: the
    heaviest imports under each lambdaguard module.
 
@@ -33,19 +33,34 @@ HWM = (
     "for _l in open('/proc/self/status'):\n"
     "    _l.startswith('VmHWM') and _s.stderr.write(_l.split()[1])\n"
 )
+# Which modules a guarded bare handler loads, in layers: what any guard of this design
+# cannot avoid, then wrapt's C types, then lambdaguard's own modules, step by step.
+_WRAPT_EXTENSION_ALONE = (
+    "from importlib.machinery import PathFinder as _P\n"
+    "_w = _P.find_spec('wrapt')\n"
+    "_e = _P.find_spec('wrapt._wrappers', list(_w.submodule_search_locations))\n"
+    "_e.loader.create_module(_e)"
+)
 CUMULATIVE = (
     ("`python -c pass`", ""),
     (
-        "+ enum, contextvars, socket, json and one audit hook (what a guard cannot avoid)",
-        "import enum, contextvars, _thread, socket, json, sys; sys.addaudithook(lambda e, a: None)",
+        "+ `enum` (`Mode`), `threading`, `contextvars`, `_socket`, `_json` and one audit hook:"
+        " the floor of any guard of this design",
+        "import enum, threading, contextvars, _socket, _json, sys\n"
+        "sys.addaudithook(lambda e, a: None)",
     ),
-    ("+ typing (and so re, contextlib, collections)", "import typing"),
-    ("+ subprocess (the processes sensor patches it)", "import subprocess"),
-    ("+ ipaddress, threading", "import ipaddress, threading"),
-    ("+ wrapt (1.x imports inspect, ast, dis, tokenize)", "import wrapt"),
+    ("+ wrapt's C extension alone (`wrapt._wrappers`)", _WRAPT_EXTENSION_ALONE),
+    ("+ `import lambdaguard`", "import lambdaguard"),
     (
-        "+ lambdaguard imported and activated",
-        "import lambdaguard\nlambdaguard.guard(network='block').__enter__()",
+        "+ first activation: all four policies, patches, audit hook, scope entered",
+        "_g = lambdaguard.guard(network='block', tmp='block', subprocess='block',"
+        " handler_source='block')\n_g.__enter__()",
+    ),
+    (
+        "+ first violation: a blocked open under /tmp, decided and reported",
+        "import io as _io, sys as _sys\n_out, _sys.stdout = _sys.stdout, _io.StringIO()\n"
+        "try:\n    open('/tmp/lambdaguard-imports-probe', 'w')\n"
+        "except PermissionError:\n    pass\n_sys.stdout = _out",
     ),
 )
 
