@@ -1,6 +1,7 @@
 """``make bench``: measure lambdaguard against the unguarded baseline and write the table.
 
     python benchmarks/run.py [--quick] [--python PATH ...] [--no-write]
+    python benchmarks/run.py --only connect,dns_localhost [--quick] [--python PATH ...]
 
 For each interpreter (by default the one running this script and, when it can be found,
 CPython 3.13 from pyenv or PATH) this script:
@@ -14,6 +15,10 @@ CPython 3.13 from pyenv or PATH) this script:
    alternating, and takes medians of their per-call times and ratios;
 4. writes the results table between the markers in docs/performance.md and the raw
    numbers to benchmarks/results/python-X.Y.json.
+
+``--only`` times just the named hot-path rows (and, for ``connect``, the pytest-socket peer),
+with no cold start and no absolute costs, and prints their ratios without writing anything:
+a quick before/after check of one change.
 
 Only the standard library is used here; everything measured runs in the bench venvs.
 Timed assertions do not belong in tests: the targets are checked here, in the table.
@@ -222,10 +227,14 @@ class Worker:
         self.stderr.close()
 
 
-def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
-    """Rounds of every operation, the three processes strictly alternating, per set."""
+def measure_hot(
+    python: str, budget: Budget, only: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """Rounds of every operation (or of the ``only`` rows), the processes strictly alternating."""
+    rows = tuple(r for r in HOT_ROWS if only is None or r[0] in only)
+    with_peer = only is None or "connect" in only
     rounds: dict[str, dict[str, list[list[float]]]] = {
-        row: {"pristine": [], "noscope": [], "scope": []} for row, _, _ in HOT_ROWS
+        row: {"pristine": [], "noscope": [], "scope": []} for row, _, _ in rows
     }
     peer: dict[str, list[list[float]]] = {"pristine": [], "pytest_socket": []}
     absolute: list[dict[str, Any]] = []
@@ -246,7 +255,7 @@ def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
             for condition in peer:
                 peer[condition].append([])
             for r in range(budget.hot_rounds):
-                for row, op, role in HOT_ROWS:
+                for row, op, role in rows:
                     sides = [
                         (pristine, "pristine"), (workers[role], "noscope"), (workers[role], "scope")
                     ]
@@ -254,10 +263,12 @@ def measure_hot(python: str, budget: Budget) -> dict[str, Any]:
                     for worker, condition in sides[shift:] + sides[:shift]:
                         ns = worker.ask(what="round", op=op, condition=condition)
                         rounds[row][condition][-1].append(ns)
-                pair = ["pristine", "pytest_socket"]
+                pair = ["pristine", "pytest_socket"] if with_peer else []
                 for condition in pair if r % 2 == 0 else pair[::-1]:
                     ns = pytest_socket.ask(what="round", op="connect", condition=condition)
                     peer[condition][-1].append(ns)
+            if only is not None:
+                continue
             absolute.append({
                 "features": {
                     **guarded.ask(what="features"), **workers["spawned"].ask(what="features")
@@ -343,6 +354,25 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
 
 def verdict(ok: bool) -> str:
     return "meets" if ok else "**misses**"
+
+
+def summarise_only(python: str, hot: dict[str, Any]) -> str:
+    """The ratios of an ``--only`` run, one line per row."""
+    lines = [f"{python}: median of paired ratios (guarded / unguarded)"]
+    for name, by_condition in hot["rounds"].items():
+        no_scope, in_scope = (
+            med(paired_ratios(by_condition[c], by_condition["pristine"]))
+            for c in ("noscope", "scope")
+        )
+        unguarded = med([ns for w in by_condition["pristine"] for ns in w]) / 1000
+        lines.append(
+            f"  {name:22s} unguarded {unguarded:7.2f} µs   no scope {no_scope:.3f}x   "
+            f"in scope {in_scope:.3f}x"
+        )
+    if hot["peer"]["pytest_socket"] and hot["peer"]["pytest_socket"][0]:
+        ratio = med(paired_ratios(hot["peer"]["pytest_socket"], hot["peer"]["pristine"]))
+        lines.append(f"  {'pytest-socket connect':22s} {ratio:.3f}x")
+    return "\n".join(lines)
 
 
 def render(runs: list[dict[str, Any]], quick: bool) -> str:
@@ -524,7 +554,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: few rounds")
     parser.add_argument("--python", action="append", help="an interpreter to measure (repeatable)")
     parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--only",
+        help="comma-separated hot-path rows to time, nothing else, nothing written: "
+        + ", ".join(row for row, _, _ in HOT_ROWS),
+    )
     args = parser.parse_args()
+    only = None
+    if args.only:
+        only = frozenset(args.only.split(","))
+        unknown = only - {row for row, _, _ in HOT_ROWS}
+        if unknown:
+            parser.error(f"--only: unknown rows {sorted(unknown)}")
     budget = Budget(args.quick)
 
     pythons = args.python or [sys.executable]
@@ -541,6 +582,9 @@ def main() -> int:
         venv = bench_venv(python)
         venv_python = str(venv / "bin" / "python")
         env = describe(venv_python)
+        if only is not None:
+            print(summarise_only(env["python"], measure_hot(venv_python, budget, only)))
+            continue
         print(f"Python {env['python']}: hot path ...", flush=True)
         hot = measure_hot(venv_python, budget)
         action = "open" if hot["absolute"][0]["features"].get("tmp") else "connect"
@@ -563,6 +607,8 @@ def main() -> int:
             (RESULTS / f"python-{major_minor}.json").write_text(
                 json.dumps({**run, "raw": raw}, indent=1) + "\n"
             )
+    if only is not None:
+        return 0
     block = render(runs, args.quick)
     print(block)
     if not args.no_write:
