@@ -137,20 +137,27 @@ _seen: set[tuple[str, str]] = set()
 
 def remember_resolution(name: str, addresses: Iterable[str]) -> None:
     """Record that ``name`` resolved to ``addresses`` (bounded; oldest forgotten first)."""
-    name = normalise_name(name)
+    # _seen is keyed by the name as looked up, before normalising: a repeat lookup, the
+    # usual case, then costs one set probe per answer and nothing else.
     fresh = [text for text in addresses if (name, text) not in _seen]
     if not fresh:
-        return  # the usual case: the same name resolved to the same addresses as before
-    new = [ip for ip in map(parse_ip, fresh) if ip is not None and name not in names_for(ip)]
+        return  # the same name resolved to the same addresses as before
+    normal = normalise_name(name)
+    new = [ip for ip in map(parse_ip, fresh) if ip is not None and normal not in names_for(ip)]
     if len(_seen) >= _RESOLVED_LIMIT:
         _seen.clear()
     _seen.update((name, text) for text in fresh)
     with _resolved_lock:
         for ip in new:
             names = _resolved.pop(ip, frozenset())
-            _resolved[ip] = names | {name}
+            _resolved[ip] = names | {normal}
         while len(_resolved) > _RESOLVED_LIMIT:
             _resolved.popitem(last=False)
+
+
+def resolution_known(name: str, text: object) -> bool:
+    """Whether ``name`` (as looked up) was already recorded as resolving to ``text``."""
+    return (name, text) in _seen
 
 
 def names_for(ip: IPAddress) -> frozenset[str]:

@@ -17,8 +17,12 @@ Things that don't work:
 Solution: patches decide first and mark the one audit event name they have decided as
 quiet for the duration of the original call (lambdaguard._internal); the hook skips that
 event. The hook cannot be removed once added (PEP 578), so its fast path is one dict
-lookup on the event name and a return; events of interest then check the quiet mark, the
-busy mark (lambdaguard's own work) and whether any policy is active.
+lookup on the event name and a return; events of interest then check whether any policy
+is active, whether the operation is one these rules already allowed (an area's
+``AUDIT_KNOWN_ALLOWED``: the memo of lambdaguard.decide, read without touching a
+thread-local), the quiet mark and the busy mark (lambdaguard's own work). A patch whose
+verdict is in that memo calls the original without a quiet mark: the hook finds the same
+verdict in the memo, which is cheaper than writing and reading the mark.
 
 Cases that still fail: native code that issues system calls itself (a C extension calling
 ``connect(2)`` directly raises no audit event), and anything that runs before
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
     from typing import Any
     AuditHandler = Callable[[tuple[Any, ...], Active], None]
     AuditObserver = Callable[[tuple[Any, ...]], None]
+    KnownAllowed = Callable[[tuple[Any, ...], Active], bool]
 
 
 _handlers: dict[str, AuditHandler] = {}
@@ -46,9 +51,15 @@ _handlers: dict[str, AuditHandler] = {}
 # a sensor's memory honest (sensors/files.py forgets link-free paths when a link may have
 # been made). They must not raise. Only a few rare events have one.
 _observers: dict[str, tuple[AuditObserver, ...]] = {}
-# What the hook reads: event -> (handler, observers or None), so that every audit event in
-# the process costs one dict lookup, and a watched one a second tuple unpack.
-_table: dict[str, tuple[AuditHandler, tuple[AuditObserver, ...] | None]] = {}
+# event -> known_allowed(args, active): True when these rules allowed this exact operation
+# before (sensors/network.py). Sound only because it reads the allow memo, which holds
+# nothing but allow verdicts of the same merged rules.
+_known_allowed: dict[str, KnownAllowed] = {}
+# What the hook reads: event -> (handler, observers or None, known_allowed or None), so that
+# every audit event in the process costs one dict lookup, and a watched one a tuple unpack.
+_table: dict[
+    str, tuple[AuditHandler, tuple[AuditObserver, ...] | None, KnownAllowed | None]
+] = {}
 _hook_added = False
 _scope_get = scope._scope.get
 
@@ -57,7 +68,7 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     entry = _table.get(event)
     if entry is None:
         return
-    handler, observers = entry
+    handler, observers, known_allowed = entry
     if observers is not None:
         for observe in observers:
             observe(args)
@@ -65,7 +76,14 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     # scope.current() inlined: the hook runs for every watched event in the process.
     state = _scope_get()
     active = scope._baseline_active if state is None else state.active()
-    if active is None or _internal.is_quiet(event, args) or _internal.busy():
+    if active is None:
+        return
+    # An operation these rules allowed before is allowed again, whoever asks: the hook would
+    # decide the same, so it need not look at the thread's marks (an allowed connect or
+    # lookup through a patch sets no quiet mark; see sensors/network.py).
+    if known_allowed is not None and known_allowed(args, active):
+        return
+    if _internal.is_quiet(event, args) or _internal.busy():
         return
     # The handler's own work (resolving a path opens it with O_PATH, reporting writes a
     # line) raises audit events too; marked busy, the hook lets them through instead of
@@ -86,6 +104,7 @@ def install(modules: Iterable[ModuleType]) -> None:
     global _hook_added
     for module in modules:
         _handlers.update(getattr(module, "AUDIT_HANDLERS", {}))
+        _known_allowed.update(getattr(module, "AUDIT_KNOWN_ALLOWED", {}))
         for event, observer in getattr(module, "AUDIT_OBSERVERS", {}).items():
             if observer not in _observers.get(event, ()):
                 _observers[event] = (*_observers.get(event, ()), observer)
@@ -93,7 +112,10 @@ def install(modules: Iterable[ModuleType]) -> None:
         _handlers.setdefault(event, _ignore)
     _table.clear()
     _table.update(
-        {event: (handler, _observers.get(event)) for event, handler in _handlers.items()}
+        {
+            event: (handler, _observers.get(event), _known_allowed.get(event))
+            for event, handler in _handlers.items()
+        }
     )
     if not _hook_added:
         sys.addaudithook(_hook)

@@ -16,20 +16,36 @@ default executor, which lambdaguard.propagation keeps inside the scope).
 A blocked connect closes the socket *before* raising: the Violation is not an OSError, so
 callers' ``except OSError: sock.close()`` cleanup (socket.create_connection, urllib3)
 does not run, and the descriptor would otherwise leak.
+
+The hot path: the methods of ``socket.socket`` and ``socket.getaddrinfo`` are replaced by
+plain functions rather than wrapt wrappers (wrapt's subclassed FunctionWrapper costs about
+1.5 µs a call on an inherited C method, a plain function under 0.1 µs; both still bind as
+methods and pickle by name). An operation that these merged rules allowed before (the
+allow memo of lambdaguard.decide, keyed by the exact built-in values C will use) is
+called straight through, with no Event, no quiet mark and no thread-local: the audit
+hook's ``AUDIT_KNOWN_ALLOWED`` check finds the same key in the same memo and returns.
+Everything else takes the slow path, which decides, reports, and marks its audit event
+quiet for an alert.
 """
 
 from __future__ import annotations
 
 import _socket
 import contextvars
+import functools
 import operator
 import os
 from collections.abc import Callable
 
-from lambdaguard import _internal
+from lambdaguard import _internal, scope
 from lambdaguard.decide import allowed_before, blocked, check, enforce, remember_allowed
 from lambdaguard.errors import Violation
-from lambdaguard.policies.network import NetworkTarget, parse_ip, remember_resolution
+from lambdaguard.policies.network import (
+    NetworkTarget,
+    parse_ip,
+    remember_resolution,
+    resolution_known,
+)
 from lambdaguard.policy import Active, Event, Mode, Rule
 from lambdaguard.report import safe_text
 from lambdaguard.scope import current
@@ -213,85 +229,184 @@ def _rules() -> tuple[Rule, ...] | None:
 
 # --- patches on socket.socket ------------------------------------------------------------------
 
-
-def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> Wrapper:
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        active = current()
-        if active is None or instance is None:
-            return wrapped(*args, **kwargs)
-        rules = active.rules.get(POLICY)
-        if rules is None or _internal.busy():
-            return wrapped(*args, **kwargs)
-        position = _address_position(action, args)
-        if position is None:
-            return proceed(audit_event, wrapped, args, kwargs, same=lambda a: a[0] is instance)
-        given = args[position]
-        address = _exact(given)
-        if address is not given:
-            args = (*args[:position], address, *args[position + 1 :])
-        family = real_family(instance)
-        # IP families only: a unix path is made absolute against the working directory,
-        # which can change, so its verdict is not a function of the key alone.
-        key = (action, family, address) if family in _IP_FAMILIES else None
-        if key is None or not allowed_before(active, key):
-            event = _event(action, address_target(family, address))
-            verdict = check(event, rules)
-            if verdict is Mode.BLOCK:
-                if close_on_block:
-                    instance.close()
-                raise blocked(event)
-            if verdict is Mode.ALLOW and key is not None:
-                remember_allowed(active, key)
-        return proceed(
-            audit_event,
-            wrapped,
-            args,
-            kwargs,
-            same=lambda a: len(a) > 1 and a[0] is instance and a[1] is address,
-        )
-
-    return wrapper
-
-
+_scope_get = scope._scope.get
 _IP_FAMILIES = frozenset({_socket.AF_INET, _socket.AF_INET6})
 _EXACT_TYPES = frozenset({str, bytes, int, type(None)})
 
 
-def _address_position(action: str, args: tuple[Any, ...]) -> int | None:
-    """Where the address is among the positional arguments (these methods take no keywords)."""
-    if action == "sendto":
-        return len(args) - 1 if len(args) >= 2 else None  # sendto(data[, flags], address)
-    if action == "sendmsg":
-        return 3 if len(args) >= 4 else None  # sendmsg(buffers, ancdata, flags, address)
-    return 0 if args else None
+# The fast path reads the allow memo only with an address that is an exact (str, int) tuple,
+# the shape of nearly every connect: exact built-ins, so that hashing and comparing the key
+# runs no user code (a str subclass's __eq__ could otherwise claim to be an allowed host),
+# and exactly what the C code will use. Anything else takes the slow path, which copies it.
+# The test is written out where it is used: a function call would cost as much as the rest.
 
 
-def _listen(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+def _address_method(
+    original: Callable[..., Any], action: str, audit_event: str, *, close_on_block: bool
+) -> Callable[..., Any]:
+    """The replacement for ``socket.socket.<method>`` that takes an address (connect, ...)."""
+    position = _ADDRESS_POSITIONS[action]
+    only_address = position is _connect_position  # connect(address): args == (address,)
+
+    @functools.wraps(original)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # current() inlined: this runs on every connect in the process, guarded or not.
+        state = _scope_get()
+        active = scope._baseline_active if state is None else state.active()
+        if active is None:
+            return original(self, *args, **kwargs)
+        if active.rules.get(POLICY) is None:
+            return original(self, *args, **kwargs)
+        if only_address:
+            address = args[0] if len(args) == 1 else None
+        else:
+            index = position(args)
+            address = None if index is None else args[index]
+        if (
+            type(address) is tuple
+            and not kwargs
+            and len(address) == 2
+            and type(address[0]) is str
+            and type(address[1]) is int
+        ):
+            try:
+                family = _REAL_FAMILY.__get__(self)
+            except TypeError:  # not a socket: the original raises its own TypeError
+                family = -1
+            if (action, family, address) in active.allowed:
+                # Allowed before under these rules. The audit hook finds the same key
+                # (_known_allowed_address), so no quiet mark is needed either.
+                return original(self, *args)
+        return _decide_address(
+            original, self, args, kwargs, active, action, audit_event, close_on_block
+        )
+
+    method.__module__ = "socket"  # pickles by name, as socket.socket.<method>
+    return method
+
+
+def _decide_address(
+    original: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    active: Active,
+    action: str,
+    audit_event: str,
+    close_on_block: bool,
 ) -> Any:
-    rules = _rules()
-    if rules is None or instance is None:
-        return wrapped(*args, **kwargs)
-    try:
-        address = _socket.socket.getsockname(instance)  # not a subclass's override
-    except OSError:
-        address = None
-    enforce(_event("listen", address_target(real_family(instance), address)), rules)
-    return wrapped(*args, **kwargs)
+    """The slow path of an address method: exact copies, the decision, the report."""
+    rules = active.rules[POLICY]
+    if _internal.busy():
+        return original(instance, *args, **kwargs)
+    position = _ADDRESS_POSITIONS[action](args)
+    if position is None:
+        return proceed(
+            audit_event, original, (instance, *args), kwargs, same=lambda a: a[0] is instance
+        )
+    given = args[position]
+    address = _exact(given)
+    if address is not given:
+        args = (*args[:position], address, *args[position + 1 :])
+    family = real_family(instance)
+    # IP families only: a unix path is made absolute against the working directory,
+    # which can change, so its verdict is not a function of the key alone.
+    key = (action, family, address) if family in _IP_FAMILIES else None
+    if key is None or not allowed_before(active, key):
+        event = _event(action, address_target(family, address))
+        verdict = check(event, rules)
+        if verdict is Mode.BLOCK:
+            if close_on_block:
+                instance.close()
+            raise blocked(event)
+        if verdict is Mode.ALLOW and key is not None:
+            remember_allowed(active, key)
+    return proceed(
+        audit_event,
+        original,
+        (instance, *args),
+        kwargs,
+        same=lambda a: len(a) > 1 and a[0] is instance and a[1] is address,
+    )
+
+
+def _connect_position(args: tuple[Any, ...]) -> int | None:
+    return 0 if args else None  # connect(address), connect_ex(address), bind(address)
+
+
+def _sendto_position(args: tuple[Any, ...]) -> int | None:
+    return len(args) - 1 if len(args) >= 2 else None  # sendto(data[, flags], address)
+
+
+def _sendmsg_position(args: tuple[Any, ...]) -> int | None:
+    return 3 if len(args) >= 4 else None  # sendmsg(buffers, ancdata, flags, address)
+
+
+# Where the address is among the positional arguments (these methods take no keywords).
+_ADDRESS_POSITIONS: dict[str, Callable[[tuple[Any, ...]], int | None]] = {
+    "connect": _connect_position,
+    "bind": _connect_position,
+    "sendto": _sendto_position,
+    "sendmsg": _sendmsg_position,
+}
+
+
+def _listen_method(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def listen(self: Any, *args: Any, **kwargs: Any) -> Any:
+        rules = _rules()
+        if rules is None:
+            return original(self, *args, **kwargs)
+        try:
+            address = _socket.socket.getsockname(self)  # not a subclass's override
+        except OSError:
+            address = None
+        enforce(_event("listen", address_target(real_family(self), address)), rules)
+        return original(self, *args, **kwargs)
+
+    listen.__module__ = "socket"
+    return listen
 
 
 # --- patches on the socket module's name lookups ------------------------------------------
 
 
-def _getaddrinfo(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+def _getaddrinfo_function(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The replacement for ``socket.getaddrinfo`` (a Python function, so a plain one fits)."""
+
+    @functools.wraps(original)
+    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+        state = _scope_get()
+        active = scope._baseline_active if state is None else state.active()
+        if active is None or active.rules.get(POLICY) is None:
+            return original(*args, **kwargs)
+        if (
+            not kwargs
+            and args
+            and type(args[0]) is str
+            and (len(args) < 2 or type(args[1]) in _EXACT_TYPES)
+            and ("resolve", args[0]) in active.allowed
+        ):
+            # Allowed before under these rules; the audit hook finds the same key
+            # (_known_allowed_lookup). The answers are still remembered: they may be new.
+            result = original(*args)
+            name = args[0].partition("\0")[0]  # _looked_up_name of an exact str
+            for info in result:
+                if not resolution_known(name, info[4][0]):
+                    remember_resolution(name, [str(info[4][0]) for info in result])
+                    break
+            return result
+        return _decide_getaddrinfo(original, args, kwargs, active)
+
+    return getaddrinfo
+
+
+def _decide_getaddrinfo(
+    original: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], active: Active
 ) -> Any:
-    active = current()
-    rules = active.rules.get(POLICY) if active is not None else None
-    if rules is None or active is None or _internal.busy():
-        return wrapped(*args, **kwargs)
+    rules = active.rules.get(POLICY)
+    if rules is None or _internal.busy():
+        return original(*args, **kwargs)
     args, kwargs = _exact_arguments(args, kwargs, ("host", "port"))
     host = args[0] if args else kwargs.get("host")
     port = args[1] if len(args) > 1 else kwargs.get("port")
@@ -307,9 +422,9 @@ def _getaddrinfo(
                 raise blocked(event)
             if verdict is Mode.ALLOW and key is not None:
                 remember_allowed(active, key)
-    result = proceed("socket.getaddrinfo", wrapped, args, kwargs, same=lambda a: a[0] is host)
+    result = proceed("socket.getaddrinfo", original, args, kwargs, same=lambda a: a[0] is host)
     if looked_up:
-        remember_resolution(_looked_up_name(host), {str(info[4][0]) for info in result})
+        remember_resolution(_looked_up_name(host), [str(info[4][0]) for info in result])
     return result
 
 
@@ -507,24 +622,25 @@ def install() -> None:
 
 
 def _patch_socket(socket: Any) -> None:
-    patch(
-        socket, "socket.connect", _address_method("connect", "socket.connect", close_on_block=True)
-    )
-    patch(
-        socket,
-        "socket.connect_ex",
-        _address_method("connect", "socket.connect", close_on_block=True),
-    )
-    patch(socket, "socket.sendto", _address_method("sendto", "socket.sendto", close_on_block=False))
-    if hasattr(socket.socket, "sendmsg"):
-        patch(
-            socket,
-            "socket.sendmsg",
-            _address_method("sendmsg", "socket.sendmsg", close_on_block=False),
-        )
-    patch(socket, "socket.bind", _address_method("bind", "socket.bind", close_on_block=False))
-    patch(socket, "socket.listen", _listen)
-    patch(socket, "getaddrinfo", _getaddrinfo)
+    # The socket methods and getaddrinfo, on every connect and lookup: plain functions
+    # (see the module docstring). A plain function binds like the C method it replaces.
+    cls = socket.socket
+    for name, action, event, close_on_block in (
+        ("connect", "connect", "socket.connect", True),
+        ("connect_ex", "connect", "socket.connect", True),
+        ("sendto", "sendto", "socket.sendto", False),
+        ("sendmsg", "sendmsg", "socket.sendmsg", False),
+        ("bind", "bind", "socket.bind", False),
+    ):
+        if hasattr(cls, name):
+            method = _address_method(
+                getattr(cls, name), action, event, close_on_block=close_on_block
+            )
+            setattr(cls, name, method)
+    cls.listen = _listen_method(cls.listen)
+    socket.getaddrinfo = _getaddrinfo_function(socket.getaddrinfo)
+    # The others are builtins, which do not bind as methods where a plain function would
+    # (``class R: lookup = socket.gethostbyname``): wrapt keeps that, and they are rare.
     patch(socket, "gethostbyname", _gethostbyname)
     patch(socket, "gethostbyname_ex", _gethostbyname)
     patch(socket, "gethostbyaddr", _gethostbyaddr)
@@ -548,6 +664,34 @@ def _audit_address(
             raise blocked(event)
 
     return handler
+
+
+def _known_allowed_address(action: str) -> Callable[[tuple[Any, ...], Active], bool]:
+    def known(args: tuple[Any, ...], active: Active) -> bool:
+        # The key the patch remembers, read from the C-level arguments: the socket's real
+        # family and the exact address object C is about to use.
+        if len(args) < 2:
+            return False
+        address = args[1]
+        if not (  # the fast path's shape test (see _address_method)
+            type(address) is tuple
+            and len(address) == 2
+            and type(address[0]) is str
+            and type(address[1]) is int
+        ):
+            return False
+        try:
+            family = _REAL_FAMILY.__get__(args[0])
+        except TypeError:
+            return False
+        return (action, family, address) in active.allowed
+
+    return known
+
+
+def _known_allowed_lookup(args: tuple[Any, ...], active: Active) -> bool:
+    # An exact str host only: a subclass's own encode decides what is really resolved.
+    return bool(args) and type(args[0]) is str and ("resolve", args[0]) in active.allowed
 
 
 def _audit_lookup(
@@ -575,4 +719,12 @@ AUDIT_HANDLERS = {
     "socket.gethostbyname": _audit_lookup(lambda a: _lookup_event(a[0]) if a else None),
     "socket.gethostbyaddr": _audit_lookup(lambda a: _reverse_event(a[0]) if a else None),
     "socket.getnameinfo": _audit_lookup(lambda a: _nameinfo_event((a[0], 0)) if a else None),
+}
+
+AUDIT_KNOWN_ALLOWED = {
+    "socket.connect": _known_allowed_address("connect"),
+    "socket.sendto": _known_allowed_address("sendto"),
+    "socket.sendmsg": _known_allowed_address("sendmsg"),
+    "socket.bind": _known_allowed_address("bind"),
+    "socket.getaddrinfo": _known_allowed_lookup,
 }
