@@ -65,10 +65,13 @@ POLICY = "network"
 _REAL_FAMILY = _socket.socket.__dict__["family"]
 
 
+_read_family = _REAL_FAMILY.__get__  # bound once: an attribute lookup per call otherwise
+
+
 def real_family(sock: object) -> int:
     """The address family the kernel socket has, whatever the Python object claims."""
     try:
-        return int(_REAL_FAMILY.__get__(sock))
+        return int(_read_family(sock))
     except TypeError:  # not a socket object at all
         return -1
 
@@ -241,47 +244,75 @@ _EXACT_TYPES = frozenset({str, bytes, int, type(None)})
 # The test is written out where it is used: a function call would cost as much as the rest.
 
 
-def _address_method(
-    original: Callable[..., Any], action: str, audit_event: str, *, close_on_block: bool
+_MISSING: Any = object()
+
+
+def _connect_method(
+    original: Callable[..., Any], action: str, audit_event: str
 ) -> Callable[..., Any]:
-    """The replacement for ``socket.socket.<method>`` that takes an address (connect, ...)."""
-    position = _ADDRESS_POSITIONS[action]
-    only_address = position is _connect_position  # connect(address): args == (address,)
+    """The replacement for ``socket.socket.connect``/``connect_ex``/``bind``: one address.
+
+    Spelled with the one positional parameter rather than ``*args, **kwargs``: packing
+    and unpacking those costs more than the rest of the fast path.
+    """
+    close_on_block = action == "connect"
 
     @functools.wraps(original)
-    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+    def method(self: Any, address: Any = _MISSING, /, *rest: Any) -> Any:
+        if address is _MISSING or rest:  # a call C refuses before doing anything: let it say why
+            return original(self, *(rest if address is _MISSING else (address, *rest)))
         # current() inlined: this runs on every connect in the process, guarded or not.
         state = _scope_get()
         active = scope._baseline_active if state is None else state.active()
-        if active is None:
+        if active is None or active.rules.get(POLICY) is None:
+            return original(self, address)
+        if type(address) is tuple and len(address) == 2:
+            host, port = address  # an exact tuple: unpacking it runs no user code
+            if type(host) is str and type(port) is int:
+                try:
+                    family = _read_family(self)
+                except TypeError:  # not a socket: the original raises its own TypeError
+                    family = -1
+                if (action, family, address) in active.allowed:
+                    # Allowed before under these rules. The audit hook finds the same key
+                    # (_known_allowed_address), so no quiet mark is needed either.
+                    return original(self, address)
+        return _decide_address(
+            original, self, (address,), {}, active, action, audit_event, close_on_block
+        )
+
+    method.__module__ = "socket"  # pickles by name, as socket.socket.<method>
+    return method
+
+
+def _address_method(
+    original: Callable[..., Any], action: str, audit_event: str, *, close_on_block: bool
+) -> Callable[..., Any]:
+    """The replacement for ``socket.socket.sendto``/``sendmsg``: the address is one of several."""
+    position = _ADDRESS_POSITIONS[action]
+
+    @functools.wraps(original)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state = _scope_get()
+        active = scope._baseline_active if state is None else state.active()
+        if active is None or active.rules.get(POLICY) is None:
             return original(self, *args, **kwargs)
-        if active.rules.get(POLICY) is None:
-            return original(self, *args, **kwargs)
-        if only_address:
-            address = args[0] if len(args) == 1 else None
-        else:
-            index = position(args)
-            address = None if index is None else args[index]
-        if (
-            type(address) is tuple
-            and not kwargs
-            and len(address) == 2
-            and type(address[0]) is str
-            and type(address[1]) is int
-        ):
-            try:
-                family = _REAL_FAMILY.__get__(self)
-            except TypeError:  # not a socket: the original raises its own TypeError
-                family = -1
-            if (action, family, address) in active.allowed:
-                # Allowed before under these rules. The audit hook finds the same key
-                # (_known_allowed_address), so no quiet mark is needed either.
-                return original(self, *args)
+        index = position(args)
+        address = None if index is None else args[index]
+        if type(address) is tuple and len(address) == 2 and not kwargs:
+            host, port = address  # an exact tuple: unpacking it runs no user code
+            if type(host) is str and type(port) is int:
+                try:
+                    family = _read_family(self)
+                except TypeError:
+                    family = -1
+                if (action, family, address) in active.allowed:
+                    return original(self, *args)  # as in _connect_method
         return _decide_address(
             original, self, args, kwargs, active, action, audit_event, close_on_block
         )
 
-    method.__module__ = "socket"  # pickles by name, as socket.socket.<method>
+    method.__module__ = "socket"
     return method
 
 
@@ -371,32 +402,39 @@ def _listen_method(original: Callable[..., Any]) -> Callable[..., Any]:
 # --- patches on the socket module's name lookups ------------------------------------------
 
 
+_type = type  # getaddrinfo's parameter of that name hides the builtin
+
+
 def _getaddrinfo_function(original: Callable[..., Any]) -> Callable[..., Any]:
-    """The replacement for ``socket.getaddrinfo`` (a Python function, so a plain one fits)."""
+    """The replacement for ``socket.getaddrinfo``, with the same signature as socket.py's.
+
+    Spelled out rather than ``*args, **kwargs`` (packing those costs more than the fast
+    path), and calling the original positionally, as every version from 3.10 to 3.13 takes.
+    """
 
     @functools.wraps(original)
-    def getaddrinfo(*args: Any, **kwargs: Any) -> Any:
+    def getaddrinfo(
+        host: Any, port: Any, family: Any = 0, type: Any = 0, proto: Any = 0, flags: Any = 0
+    ) -> Any:
         state = _scope_get()
         active = scope._baseline_active if state is None else state.active()
         if active is None or active.rules.get(POLICY) is None:
-            return original(*args, **kwargs)
+            return original(host, port, family, type, proto, flags)
         if (
-            not kwargs
-            and args
-            and type(args[0]) is str
-            and (len(args) < 2 or type(args[1]) in _EXACT_TYPES)
-            and ("resolve", args[0]) in active.allowed
+            _type(host) is str
+            and _type(port) in _EXACT_TYPES
+            and ("resolve", host) in active.allowed
         ):
             # Allowed before under these rules; the audit hook finds the same key
             # (_known_allowed_lookup). The answers are still remembered: they may be new.
-            result = original(*args)
-            name = args[0].partition("\0")[0]  # _looked_up_name of an exact str
+            result = original(host, port, family, type, proto, flags)
+            name = host.partition("\0")[0]  # _looked_up_name of an exact str
             for info in result:
                 if not resolution_known(name, info[4][0]):
                     remember_resolution(name, [str(info[4][0]) for info in result])
                     break
             return result
-        return _decide_getaddrinfo(original, args, kwargs, active)
+        return _decide_getaddrinfo(original, (host, port, family, type, proto, flags), {}, active)
 
     return getaddrinfo
 
@@ -625,18 +663,14 @@ def _patch_socket(socket: Any) -> None:
     # The socket methods and getaddrinfo, on every connect and lookup: plain functions
     # (see the module docstring). A plain function binds like the C method it replaces.
     cls = socket.socket
-    for name, action, event, close_on_block in (
-        ("connect", "connect", "socket.connect", True),
-        ("connect_ex", "connect", "socket.connect", True),
-        ("sendto", "sendto", "socket.sendto", False),
-        ("sendmsg", "sendmsg", "socket.sendmsg", False),
-        ("bind", "bind", "socket.bind", False),
-    ):
-        if hasattr(cls, name):
-            method = _address_method(
-                getattr(cls, name), action, event, close_on_block=close_on_block
-            )
-            setattr(cls, name, method)
+    cls.connect = _connect_method(cls.connect, "connect", "socket.connect")
+    cls.connect_ex = _connect_method(cls.connect_ex, "connect", "socket.connect")
+    cls.bind = _connect_method(cls.bind, "bind", "socket.bind")
+    cls.sendto = _address_method(cls.sendto, "sendto", "socket.sendto", close_on_block=False)
+    if hasattr(cls, "sendmsg"):
+        cls.sendmsg = _address_method(
+            cls.sendmsg, "sendmsg", "socket.sendmsg", close_on_block=False
+        )
     cls.listen = _listen_method(cls.listen)
     socket.getaddrinfo = _getaddrinfo_function(socket.getaddrinfo)
     # The others are builtins, which do not bind as methods where a plain function would
@@ -668,20 +702,20 @@ def _audit_address(
 
 def _known_allowed_address(action: str) -> Callable[[tuple[Any, ...], Active], bool]:
     def known(args: tuple[Any, ...], active: Active) -> bool:
-        # The key the patch remembers, read from the C-level arguments: the socket's real
-        # family and the exact address object C is about to use.
-        if len(args) < 2:
+        # The key the patch remembers, read from the C-level arguments (an exact tuple):
+        # the socket's real family and the exact address object C is about to use. The
+        # fast path's shape test, as in _address_method; unpacking runs no user code.
+        try:
+            sock, address = args
+        except ValueError:
             return False
-        address = args[1]
-        if not (  # the fast path's shape test (see _address_method)
-            type(address) is tuple
-            and len(address) == 2
-            and type(address[0]) is str
-            and type(address[1]) is int
-        ):
+        if type(address) is not tuple or len(address) != 2:
+            return False
+        host, port = address
+        if type(host) is not str or type(port) is not int:
             return False
         try:
-            family = _REAL_FAMILY.__get__(args[0])
+            family = _read_family(sock)
         except TypeError:
             return False
         return (action, family, address) in active.allowed
