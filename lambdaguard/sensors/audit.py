@@ -73,9 +73,16 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
         for observe in observers:
             observe(args)
     # No scope is the common case: settle it before the thread-local marks. This is
-    # scope.current() inlined: the hook runs for every watched event in the process.
+    # scope.current() inlined, and ScopeState.active() too (its cached view while the
+    # baseline version holds): the hook runs for every watched event in the process.
     state = _scope_get()
-    active = scope._baseline_active if state is None else state.active()
+    active = (
+        scope._baseline_active
+        if state is None
+        else state._active
+        if state._version == scope._baseline_version
+        else state.active()
+    )
     if active is None:
         return
     # An operation these rules allowed before is allowed again, whoever asks: the hook would

@@ -261,9 +261,16 @@ def _connect_method(
     def method(self: Any, address: Any = _MISSING, /, *rest: Any) -> Any:
         if address is _MISSING or rest:  # a call C refuses before doing anything: let it say why
             return original(self, *(rest if address is _MISSING else (address, *rest)))
-        # current() inlined: this runs on every connect in the process, guarded or not.
+        # current() inlined, ScopeState.active() too (its cached view while the baseline
+        # version holds): this runs on every connect in the process, guarded or not.
         state = _scope_get()
-        active = scope._baseline_active if state is None else state.active()
+        active = (
+            scope._baseline_active
+            if state is None
+            else state._active
+            if state._version == scope._baseline_version
+            else state.active()
+        )
         if active is None or active.rules.get(POLICY) is None:
             return original(self, address)
         if type(address) is tuple and len(address) == 2:
@@ -294,7 +301,13 @@ def _address_method(
     @functools.wraps(original)
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         state = _scope_get()
-        active = scope._baseline_active if state is None else state.active()
+        active = (
+            scope._baseline_active
+            if state is None
+            else state._active
+            if state._version == scope._baseline_version
+            else state.active()
+        )
         if active is None or active.rules.get(POLICY) is None:
             return original(self, *args, **kwargs)
         index = position(args)
@@ -417,7 +430,13 @@ def _getaddrinfo_function(original: Callable[..., Any]) -> Callable[..., Any]:
         host: Any, port: Any, family: Any = 0, type: Any = 0, proto: Any = 0, flags: Any = 0
     ) -> Any:
         state = _scope_get()
-        active = scope._baseline_active if state is None else state.active()
+        active = (
+            scope._baseline_active
+            if state is None
+            else state._active
+            if state._version == scope._baseline_version
+            else state.active()
+        )
         if active is None or active.rules.get(POLICY) is None:
             return original(host, port, family, type, proto, flags)
         if (

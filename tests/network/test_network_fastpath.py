@@ -164,6 +164,20 @@ class TestConnectFastPath:
         tcp.settle()
         assert tcp.attempts == 2
 
+    def test_a_baseline_added_inside_a_scope_applies_to_its_next_connect(
+        self, tcp: TCPListener
+    ) -> None:
+        """configure() while a scope has the address remembered: the next connect is blocked."""
+        try:
+            with guard(network=Network("block", allow=[tcp.hostport])):
+                assert connect(tcp.address) == "connected"
+                configure(network="block")
+                assert connect(tcp.address) == "blocked"
+        finally:
+            reset_for_tests()
+        tcp.settle()
+        assert tcp.attempts == 1
+
     def test_a_thread_in_a_stricter_scope_does_not_borrow_another_thread_verdict(
         self, tcp: TCPListener
     ) -> None:
