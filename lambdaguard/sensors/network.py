@@ -245,6 +245,25 @@ _EXACT_TYPES = frozenset({str, bytes, int, type(None)})
 
 
 _MISSING: Any = object()
+# Hosts of exact (str, int) addresses that are IP addresses (no "%scope"): the connects
+# that _connect_method leaves to the audit hook. Bounded; forgetting one only means the
+# slow path decides it once more.
+_ip_hosts: set[str] = set()
+_IP_HOSTS_LIMIT = 4096
+
+
+def _ip_host(address: Any) -> str | None:
+    """The host of an exact ``(str, int)`` tuple if it is an IP address with no scope id."""
+    if (
+        type(address) is tuple
+        and len(address) == 2
+        and type(address[0]) is str
+        and type(address[1]) is int
+        and "%" not in address[0]
+        and parse_ip(address[0]) is not None
+    ):
+        return address[0]
+    return None
 
 
 def _connect_method(
@@ -261,29 +280,27 @@ def _connect_method(
     def method(self: Any, address: Any = _MISSING, /, *rest: Any) -> Any:
         if address is _MISSING or rest:  # a call C refuses before doing anything: let it say why
             return original(self, *(rest if address is _MISSING else (address, *rest)))
-        # current() inlined, ScopeState.active() too (its cached view while the baseline
-        # version holds): this runs on every connect in the process, guarded or not.
+        # current() inlined: this runs on every connect in the process, guarded or not.
         state = _scope_get()
-        active = (
-            scope._baseline_active
-            if state is None
-            else state._active
-            if state._version == scope._baseline_version
-            else state.active()
-        )
-        if active is None or active.rules.get(POLICY) is None:
+        if state is None and scope._baseline_active is None:
             return original(self, address)
         if type(address) is tuple and len(address) == 2:
             host, port = address  # an exact tuple: unpacking it runs no user code
-            if type(host) is str and type(port) is int:
-                try:
-                    family = _read_family(self)
-                except TypeError:  # not a socket: the original raises its own TypeError
-                    family = -1
-                if (action, family, address) in active.allowed:
-                    # Allowed before under these rules. The audit hook finds the same key
-                    # (_known_allowed_address), so no quiet mark is needed either.
-                    return original(self, address)
+            if (
+                type(host) is str
+                and type(port) is int
+                and host in _ip_hosts
+                and _read_family(self) in _IP_FAMILIES
+            ):
+                # An exact (IP address, port) on an IP socket: C resolves nothing before
+                # its audit event, and the audit hook judges that event exactly as this
+                # patch would (same target from the same objects, same memo, same
+                # clean-up), so the hook is the one decision; a remembered one is a
+                # single memo lookup there.
+                return original(self, address)
+        active = scope._baseline_active if state is None else state.active()
+        if active is None or active.rules.get(POLICY) is None:
+            return original(self, address)
         return _decide_address(
             original, self, (address,), {}, active, action, audit_event, close_on_block
         )
@@ -356,6 +373,11 @@ def _decide_address(
     # IP families only: a unix path is made absolute against the working directory,
     # which can change, so its verdict is not a function of the key alone.
     key = (action, family, address) if family in _IP_FAMILIES else None
+    ip_host = _ip_host(address) if key is not None else None
+    if ip_host is not None:  # from now on the audit hook alone decides it (_connect_method)
+        if len(_ip_hosts) >= _IP_HOSTS_LIMIT:
+            _ip_hosts.clear()
+        _ip_hosts.add(ip_host)
     if key is None or not allowed_before(active, key):
         event = _event(action, address_target(family, address))
         verdict = check(event, rules)
@@ -710,11 +732,23 @@ def _audit_address(
         sock, address = args[0], args[1]
         if address is None:
             return
-        event = _event(action, address_target(real_family(sock), address))
-        if check(event, rules) is Mode.BLOCK:
+        family = real_family(sock)
+        event = _event(action, address_target(family, address))
+        verdict = check(event, rules)
+        if verdict is Mode.BLOCK:
             if close_on_block:
                 sock.close()
             raise blocked(event)
+        if (
+            verdict is Mode.ALLOW
+            and family in _IP_FAMILIES
+            and type(address) is tuple
+            and len(address) == 2
+            and type(address[0]) is str
+            and type(address[1]) is int
+        ):
+            # The key _known_allowed_address reads: the next such connect is one lookup.
+            remember_allowed(active, (action, family, address))
 
     return handler
 
