@@ -204,6 +204,22 @@ class TestConnectFastPath:
         assert (outcomes, strict) == (["connected", "connected"], "blocked")
         assert tcp.attempts == 2
 
+    def test_a_connect_left_to_the_audit_hook_is_blocked_closed_and_reported_once(
+        self, tcp: TCPListener, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Once an IP host is known the hook alone decides: still blocked, closed, one line each."""
+        sockets = []
+        with guard(network="block"):
+            for _ in range(3):
+                s = socket.socket()
+                sockets.append(s)
+                with pytest.raises(NetworkViolation):
+                    s.connect(tcp.address)
+        tcp.settle()
+        assert tcp.attempts == 0
+        assert [s.fileno() for s in sockets] == [-1, -1, -1]
+        assert [v["target"] for v in violations(capsys.readouterr().out)] == [tcp.hostport] * 3
+
     def test_alerted_connects_are_reported_every_time(
         self, tcp: TCPListener, capsys: pytest.CaptureFixture[str]
     ) -> None:
