@@ -20,12 +20,19 @@ does not run, and the descriptor would otherwise leak.
 The hot path: the methods of ``socket.socket`` and ``socket.getaddrinfo`` are replaced by
 plain functions rather than wrapt wrappers (wrapt's subclassed FunctionWrapper costs about
 1.5 µs a call on an inherited C method, a plain function under 0.1 µs; both still bind as
-methods and pickle by name). An operation that these merged rules allowed before (the
-allow memo of lambdaguard.decide, keyed by the exact built-in values C will use) is
-called straight through, with no Event, no quiet mark and no thread-local: the audit
-hook's ``AUDIT_KNOWN_ALLOWED`` check finds the same key in the same memo and returns.
-Everything else takes the slow path, which decides, reports, and marks its audit event
-quiet for an alert.
+methods and pickle by name). Each operation is decided once:
+
+* a connect (or bind) to an exact ``(IP address, port)`` on an IP socket whose host the
+  slow path has seen is called straight through: C resolves nothing before its audit
+  event, and the audit hook decides it from the same objects, closes the socket before
+  raising, and remembers an allow verdict;
+* an operation that these merged rules allowed before (the allow memo of
+  lambdaguard.decide, keyed by the exact built-in values C will use) is called straight
+  through, with no Event, no quiet mark and no thread-local: the audit hook's
+  ``AUDIT_KNOWN_ALLOWED`` check finds the same key in the same memo and returns;
+* everything else (names, look-alike arguments, other families, a first sight) takes the
+  patch's slow path, which decides before C runs, reports, and marks its audit event
+  quiet while the original runs.
 """
 
 from __future__ import annotations
@@ -237,11 +244,11 @@ _IP_FAMILIES = frozenset({_socket.AF_INET, _socket.AF_INET6})
 _EXACT_TYPES = frozenset({str, bytes, int, type(None)})
 
 
-# The fast path reads the allow memo only with an address that is an exact (str, int) tuple,
-# the shape of nearly every connect: exact built-ins, so that hashing and comparing the key
-# runs no user code (a str subclass's __eq__ could otherwise claim to be an allowed host),
-# and exactly what the C code will use. Anything else takes the slow path, which copies it.
-# The test is written out where it is used: a function call would cost as much as the rest.
+# The fast paths take only an address that is an exact (str, int) tuple, the shape of nearly
+# every connect: exact built-ins, so that hashing and comparing a key runs no user code (a
+# str subclass's __eq__ could otherwise claim to be an allowed host), and exactly what the
+# C code will use. Anything else takes the slow path, which copies it. The test is written
+# out where it is used: a function call would cost as much as the rest.
 
 
 _MISSING: Any = object()
