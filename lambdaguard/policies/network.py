@@ -23,7 +23,6 @@ addresses are read from the environment when the rule is built, so that changing
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 import os
 import posixpath
 import threading
@@ -33,8 +32,14 @@ from collections.abc import Iterable, Mapping
 from lambdaguard.errors import ConfigError
 from lambdaguard.policy import Event, Rule, register
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# ipaddress is imported where an address is parsed, not here: ~1.5 ms of cold start that a
+# handler whose rules and lookups hold only names never needs.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
+if TYPE_CHECKING:
+    import ipaddress
+
+    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Actions whose target is a name lookup: the port, if any, is not part of the decision,
 # because a lookup reveals the name, not the port.
@@ -113,6 +118,12 @@ def parse_ip(text: str) -> IPAddress | None:
 def _parse_ip(text: str) -> IPAddress | None:
     if "%" in text:
         text = text.split("%", 1)[0]
+    if ":" not in text and not (text.isascii() and text.replace(".", "").isdigit()):
+        # Neither IPv6 (colons) nor IPv4 (ASCII digits and dots): a name, which
+        # ipaddress would refuse too; so a name never costs the import.
+        return None
+    import ipaddress
+
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -137,20 +148,27 @@ _seen: set[tuple[str, str]] = set()
 
 def remember_resolution(name: str, addresses: Iterable[str]) -> None:
     """Record that ``name`` resolved to ``addresses`` (bounded; oldest forgotten first)."""
-    name = normalise_name(name)
+    # _seen is keyed by the name as looked up, before normalising: a repeat lookup, the
+    # usual case, then costs one set probe per answer and nothing else.
     fresh = [text for text in addresses if (name, text) not in _seen]
     if not fresh:
-        return  # the usual case: the same name resolved to the same addresses as before
-    new = [ip for ip in map(parse_ip, fresh) if ip is not None and name not in names_for(ip)]
+        return  # the same name resolved to the same addresses as before
+    normal = normalise_name(name)
+    new = [ip for ip in map(parse_ip, fresh) if ip is not None and normal not in names_for(ip)]
     if len(_seen) >= _RESOLVED_LIMIT:
         _seen.clear()
     _seen.update((name, text) for text in fresh)
     with _resolved_lock:
         for ip in new:
             names = _resolved.pop(ip, frozenset())
-            _resolved[ip] = names | {name}
+            _resolved[ip] = names | {normal}
         while len(_resolved) > _RESOLVED_LIMIT:
             _resolved.popitem(last=False)
+
+
+def resolution_known(name: str, text: object) -> bool:
+    """Whether ``name`` (as looked up) was already recorded as resolving to ``text``."""
+    return (name, text) in _seen
 
 
 def names_for(ip: IPAddress) -> frozenset[str]:
@@ -199,8 +217,10 @@ class _Entry:
         if self.kind == "ip":
             return ip == self.value
         if self.kind == "net":
-            assert isinstance(self.value, ipaddress.IPv4Network | ipaddress.IPv6Network)
-            return ip.version == self.value.version and ip in self.value
+            network = self.value
+            if TYPE_CHECKING:  # a "net" entry holds a network (parse_entry)
+                assert isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network)
+            return ip.version == network.version and ip in network
         return False
 
 
@@ -255,6 +275,8 @@ def parse_entry(entry: str, *, source: str) -> _Entry:
         host = entry  # a bare IPv6 address or block has several colons and no port
 
     if "/" in host:
+        import ipaddress
+
         try:
             return _Entry("net", ipaddress.ip_network(host, strict=False), port)
         except ValueError:
@@ -295,6 +317,11 @@ def plumbing_entries(environ: Mapping[str, str]) -> tuple[_Entry, ...]:
     ``host:port`` or ``udp:host:port tcp:host:port``. These are Lambda's variables, not
     ours: a malformed one is skipped rather than raised, since the function cannot fix it.
     """
+    return _parse_plumbing(plumbing_texts(environ))
+
+
+def plumbing_texts(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``host:port`` texts of Lambda's plumbing variables, unparsed (see plumbing_entries)."""
     texts: list[str] = []
     runtime_api = environ.get("AWS_LAMBDA_RUNTIME_API", "")
     if runtime_api:
@@ -304,6 +331,10 @@ def plumbing_entries(environ: Mapping[str, str]) -> tuple[_Entry, ...]:
             if token.startswith(prefix):
                 token = token[len(prefix) :]
         texts.append(token)
+    return tuple(texts)
+
+
+def _parse_plumbing(texts: tuple[str, ...]) -> tuple[_Entry, ...]:
     entries: list[_Entry] = []
     for text in texts:
         try:
@@ -328,13 +359,25 @@ class Network(Rule):
     policy = "network"
 
     def _compile(self, entries: tuple[str, ...], *, source: str) -> None:
-        parsed = [parse_entry(entry, source=source) for entry in entries]
-        parsed += plumbing_entries(os.environ)
+        self._entries = tuple(parse_entry(entry, source=source) for entry in entries)
+        # Lambda's plumbing is read now, so that changing os.environ later can neither
+        # loosen nor break this rule, but parsed on the first decision: its addresses are
+        # IPs, and parsing an IP imports ipaddress (~1.5 ms of every guarded cold start,
+        # for a handler that may never touch the network). It never raises.
+        self._plumbing = plumbing_texts(os.environ)
+        self._split(self._entries, complete=not self._plumbing)
+
+    def _split(self, parsed: tuple[_Entry, ...], *, complete: bool) -> None:
+        # Assigned in this order, the flag last: a thread that sees it set sees the rest,
+        # and two threads completing at once compute the same tuples.
         self._names = tuple(e for e in parsed if e.kind in ("name", "glob"))
         self._addresses = tuple(e for e in parsed if e.kind in ("ip", "net"))
         self._unix = tuple(e for e in parsed if e.kind == "unix")
+        self._complete = complete
 
     def permits(self, event: Event) -> bool:
+        if not self._complete:  # the first decision: the plumbing entries join the rest
+            self._split(self._entries + _parse_plumbing(self._plumbing), complete=True)
         target = event.subject
         if not isinstance(target, NetworkTarget) or target.host is None:
             return False

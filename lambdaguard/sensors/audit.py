@@ -17,9 +17,13 @@ Things that don't work:
 Solution: patches decide first and mark the one audit event name they have decided as
 quiet for the duration of the original call (lambdaguard._internal); the hook skips that
 event. The hook cannot be removed once added (PEP 578), so its fast path is one dict
-lookup on the event name and a return; events of interest then check whether any policy is
-active, whether the area already permitted this very event under that policy (a memo: an
-open seen before), the quiet mark and the busy mark (lambdaguard's own work).
+lookup on the event name and a return; events of interest then check whether any policy
+is active, whether the operation is one these rules already allowed (an area's
+``AUDIT_KNOWN_ALLOWED``: its memo of allow verdicts under the same merged view, read
+without touching a thread-local: network's remembered connects and lookups, files'
+remembered opens), the quiet mark and the busy mark (lambdaguard's own work). A patch
+whose verdict is in that memo calls the original without a quiet mark: the hook finds the
+same verdict in the memo, which is cheaper than writing and reading the mark.
 
 Cases that still fail: native code that issues system calls itself (a C extension calling
 ``connect(2)`` directly raises no audit event), and anything that runs before
@@ -40,8 +44,7 @@ if TYPE_CHECKING:
     from typing import Any
     AuditHandler = Callable[[tuple[Any, ...], Active], None]
     AuditObserver = Callable[[tuple[Any, ...]], None]
-    AuditSettled = Callable[[tuple[Any, ...], Active], bool]
-    Entry = tuple[AuditHandler, tuple[AuditObserver, ...] | None, AuditSettled | None]
+    KnownAllowed = Callable[[tuple[Any, ...], Active], bool]
 
 
 _handlers: dict[str, AuditHandler] = {}
@@ -49,15 +52,18 @@ _handlers: dict[str, AuditHandler] = {}
 # a sensor's memory honest (sensors/files.py forgets link-free paths when a link may have
 # been made). They must not raise. Only a few rare events have one.
 _observers: dict[str, tuple[AuditObserver, ...]] = {}
-# Settled checks: ``settled(args, active)`` is True when this very event was already
-# permitted under ``active`` (an area's memo of verdicts: files remembers permitted opens).
-# Asked before the thread-local marks, and outside the busy mark, so it must be cheap, never
-# raise, never run user code and never raise an audit event of its own: a True answer only
-# skips a handler that would have let the event through.
-_settled: dict[str, AuditSettled] = {}
-# What the hook reads: event -> (handler, observers or None, settled or None), so that every
-# audit event in the process costs one dict lookup, and a watched one a tuple unpack.
-_table: dict[str, Entry] = {}
+# event -> known_allowed(args, active): True when these rules allowed this exact operation
+# before (sensors/network.py, sensors/files.py). Sound only because it reads an allow memo,
+# which holds nothing but allow verdicts of the same merged rules. Asked before the
+# thread-local marks and outside the busy mark, so it must be cheap, never raise, never run
+# user code and never raise an audit event of its own: a True answer only skips a handler
+# that would have let the event through.
+_known_allowed: dict[str, KnownAllowed] = {}
+# What the hook reads: event -> (handler, observers or None, known_allowed or None), so that
+# every audit event in the process costs one dict lookup, and a watched one a tuple unpack.
+_table: dict[
+    str, tuple[AuditHandler, tuple[AuditObserver, ...] | None, KnownAllowed | None]
+] = {}
 _hook_added = False
 _scope_get = scope._scope.get
 
@@ -66,20 +72,27 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     entry = _table.get(event)
     if entry is None:
         return
-    handler, observers, settled = entry
+    handler, observers, known_allowed = entry
     if observers is not None:
         for observe in observers:
             observe(args)
     # No scope is the common case: settle it before the thread-local marks. This is
-    # scope.current() inlined: the hook runs for every watched event in the process.
+    # scope.current() inlined, and ScopeState.active() too (its cached view while the
+    # baseline version holds): the hook runs for every watched event in the process.
     state = _scope_get()
-    if state is None:
-        active = scope._baseline_active
-    elif state._version == scope._baseline_version:  # ScopeState.active(), its fast path
-        active = state._active
-    else:
-        active = state.active()
-    if active is None or (settled is not None and settled(args, active)):
+    active = (
+        scope._baseline_active
+        if state is None
+        else state._active
+        if state._version == scope._baseline_version
+        else state.active()
+    )
+    if active is None:
+        return
+    # An operation these rules allowed before is allowed again, whoever asks: the hook would
+    # decide the same, so it need not look at the thread's marks (an allowed connect or
+    # lookup through a patch sets no quiet mark; see sensors/network.py).
+    if known_allowed is not None and known_allowed(args, active):
         return
     if _internal.is_quiet(event, args) or _internal.busy():
         return
@@ -102,16 +115,16 @@ def install(modules: Iterable[ModuleType]) -> None:
     global _hook_added
     for module in modules:
         _handlers.update(getattr(module, "AUDIT_HANDLERS", {}))
+        _known_allowed.update(getattr(module, "AUDIT_KNOWN_ALLOWED", {}))
         for event, observer in getattr(module, "AUDIT_OBSERVERS", {}).items():
             if observer not in _observers.get(event, ()):
                 _observers[event] = (*_observers.get(event, ()), observer)
-        _settled.update(getattr(module, "AUDIT_SETTLED", {}))
     for event in _observers:
         _handlers.setdefault(event, _ignore)
     _table.clear()
     _table.update(
         {
-            event: (handler, _observers.get(event), _settled.get(event))
+            event: (handler, _observers.get(event), _known_allowed.get(event))
             for event, handler in _handlers.items()
         }
     )

@@ -173,7 +173,7 @@ def _keep(path: str) -> None:
 
 # The "open" events already found permitted under one Active view: the same file opened
 # again in the same scope costs one dict lookup, made by the audit hook itself before it
-# marks the thread busy (``AUDIT_SETTLED``). Keyed by the event's own arguments
+# marks the thread busy (``AUDIT_KNOWN_ALLOWED``). Keyed by the event's own arguments
 # ``(path, mode, flags)``, for absolute link-free paths only. A verdict is a pure function of
 # the path's two forms and the view's immutable rules, so an entry holds as long as the
 # path's resolution does; what vouches for that is the entry's value:
@@ -954,7 +954,7 @@ AUDIT_HANDLERS: dict[str, AuditHandler] = {
 
 
 # Asked by the audit hook before anything else: an open permitted before under this view.
-AUDIT_SETTLED: dict[str, Callable[[tuple[Any, ...], Active], bool]] = {"open": _settled_open}
+AUDIT_KNOWN_ALLOWED: dict[str, Callable[[tuple[Any, ...], Active], bool]] = {"open": _settled_open}
 
 
 # --- observers: what keeps the memory of link-free paths honest --------------------------------

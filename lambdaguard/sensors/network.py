@@ -16,20 +16,43 @@ default executor, which lambdaguard.propagation keeps inside the scope).
 A blocked connect closes the socket *before* raising: the Violation is not an OSError, so
 callers' ``except OSError: sock.close()`` cleanup (socket.create_connection, urllib3)
 does not run, and the descriptor would otherwise leak.
+
+The hot path: the methods of ``socket.socket`` and ``socket.getaddrinfo`` are replaced by
+plain functions rather than wrapt wrappers (wrapt's subclassed FunctionWrapper costs about
+1.5 µs a call on an inherited C method, a plain function under 0.1 µs; both still bind as
+methods and pickle by name). Each operation is decided once:
+
+* a connect (or bind) to an exact ``(IP address, port)`` on an IP socket whose host the
+  slow path has seen is called straight through: C resolves nothing before its audit
+  event, and the audit hook decides it from the same objects, closes the socket before
+  raising, and remembers an allow verdict;
+* an operation that these merged rules allowed before (the allow memo of
+  lambdaguard.decide, keyed by the exact built-in values C will use) is called straight
+  through, with no Event, no quiet mark and no thread-local: the audit hook's
+  ``AUDIT_KNOWN_ALLOWED`` check finds the same key in the same memo and returns;
+* everything else (names, look-alike arguments, other families, a first sight) takes the
+  patch's slow path, which decides before C runs, reports, and marks its audit event
+  quiet while the original runs.
 """
 
 from __future__ import annotations
 
 import _socket
 import contextvars
+import functools
 import operator
 import os
 from collections.abc import Callable
 
-from lambdaguard import _internal
+from lambdaguard import _internal, scope
 from lambdaguard.decide import allowed_before, blocked, check, enforce, remember_allowed
 from lambdaguard.errors import Violation
-from lambdaguard.policies.network import NetworkTarget, parse_ip, remember_resolution
+from lambdaguard.policies.network import (
+    NetworkTarget,
+    parse_ip,
+    remember_resolution,
+    resolution_known,
+)
 from lambdaguard.policy import Active, Event, Mode, Rule
 from lambdaguard.report import safe_text
 from lambdaguard.scope import current
@@ -49,10 +72,13 @@ POLICY = "network"
 _REAL_FAMILY = _socket.socket.__dict__["family"]
 
 
+_read_family = _REAL_FAMILY.__get__  # bound once: an attribute lookup per call otherwise
+
+
 def real_family(sock: object) -> int:
     """The address family the kernel socket has, whatever the Python object claims."""
     try:
-        return int(_REAL_FAMILY.__get__(sock))
+        return int(_read_family(sock))
     except TypeError:  # not a socket object at all
         return -1
 
@@ -213,85 +239,260 @@ def _rules() -> tuple[Rule, ...] | None:
 
 # --- patches on socket.socket ------------------------------------------------------------------
 
-
-def _address_method(action: str, audit_event: str, *, close_on_block: bool) -> Wrapper:
-    def wrapper(
-        wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        active = current()
-        if active is None or instance is None:
-            return wrapped(*args, **kwargs)
-        rules = active.rules.get(POLICY)
-        if rules is None or _internal.busy():
-            return wrapped(*args, **kwargs)
-        position = _address_position(action, args)
-        if position is None:
-            return proceed(audit_event, wrapped, args, kwargs, same=lambda a: a[0] is instance)
-        given = args[position]
-        address = _exact(given)
-        if address is not given:
-            args = (*args[:position], address, *args[position + 1 :])
-        family = real_family(instance)
-        # IP families only: a unix path is made absolute against the working directory,
-        # which can change, so its verdict is not a function of the key alone.
-        key = (action, family, address) if family in _IP_FAMILIES else None
-        if key is None or not allowed_before(active, key):
-            event = _event(action, address_target(family, address))
-            verdict = check(event, rules)
-            if verdict is Mode.BLOCK:
-                if close_on_block:
-                    instance.close()
-                raise blocked(event)
-            if verdict is Mode.ALLOW and key is not None:
-                remember_allowed(active, key)
-        return proceed(
-            audit_event,
-            wrapped,
-            args,
-            kwargs,
-            same=lambda a: len(a) > 1 and a[0] is instance and a[1] is address,
-        )
-
-    return wrapper
-
-
+_scope_get = scope._scope.get
 _IP_FAMILIES = frozenset({_socket.AF_INET, _socket.AF_INET6})
 _EXACT_TYPES = frozenset({str, bytes, int, type(None)})
 
 
-def _address_position(action: str, args: tuple[Any, ...]) -> int | None:
-    """Where the address is among the positional arguments (these methods take no keywords)."""
-    if action == "sendto":
-        return len(args) - 1 if len(args) >= 2 else None  # sendto(data[, flags], address)
-    if action == "sendmsg":
-        return 3 if len(args) >= 4 else None  # sendmsg(buffers, ancdata, flags, address)
-    return 0 if args else None
+# The fast paths take only an address that is an exact (str, int) tuple, the shape of nearly
+# every connect: exact built-ins, so that hashing and comparing a key runs no user code (a
+# str subclass's __eq__ could otherwise claim to be an allowed host), and exactly what the
+# C code will use. Anything else takes the slow path, which copies it. The test is written
+# out where it is used: a function call would cost as much as the rest.
 
 
-def _listen(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+_MISSING: Any = object()
+# Hosts of exact (str, int) addresses that are IP addresses (no "%scope"): the connects
+# that _connect_method leaves to the audit hook. Bounded; forgetting one only means the
+# slow path decides it once more.
+_ip_hosts: set[str] = set()
+_IP_HOSTS_LIMIT = 4096
+
+
+def _ip_host(address: Any) -> str | None:
+    """The host of an exact ``(str, int)`` tuple if it is an IP address with no scope id."""
+    if (
+        type(address) is tuple
+        and len(address) == 2
+        and type(address[0]) is str
+        and type(address[1]) is int
+        and "%" not in address[0]
+        and parse_ip(address[0]) is not None
+    ):
+        return address[0]
+    return None
+
+
+def _connect_method(
+    original: Callable[..., Any], action: str, audit_event: str
+) -> Callable[..., Any]:
+    """The replacement for ``socket.socket.connect``/``connect_ex``/``bind``: one address.
+
+    Spelled with the one positional parameter rather than ``*args, **kwargs``: packing
+    and unpacking those costs more than the rest of the fast path.
+    """
+    close_on_block = action == "connect"
+
+    @functools.wraps(original)
+    def method(self: Any, address: Any = _MISSING, /, *rest: Any) -> Any:
+        if address is _MISSING or rest:  # a call C refuses before doing anything: let it say why
+            return original(self, *(rest if address is _MISSING else (address, *rest)))
+        # current() inlined: this runs on every connect in the process, guarded or not.
+        state = _scope_get()
+        if state is None and scope._baseline_active is None:
+            return original(self, address)
+        if type(address) is tuple and len(address) == 2:
+            host, port = address  # an exact tuple: unpacking it runs no user code
+            if (
+                type(host) is str
+                and type(port) is int
+                and host in _ip_hosts
+                and _read_family(self) in _IP_FAMILIES
+            ):
+                # An exact (IP address, port) on an IP socket: C resolves nothing before
+                # its audit event, and the audit hook judges that event exactly as this
+                # patch would (same target from the same objects, same memo, same
+                # clean-up), so the hook is the one decision; a remembered one is a
+                # single memo lookup there.
+                return original(self, address)
+        active = scope._baseline_active if state is None else state.active()
+        if active is None or active.rules.get(POLICY) is None:
+            return original(self, address)
+        return _decide_address(
+            original, self, (address,), {}, active, action, audit_event, close_on_block
+        )
+
+    method.__module__ = "socket"  # pickles by name, as socket.socket.<method>
+    return method
+
+
+def _address_method(
+    original: Callable[..., Any], action: str, audit_event: str, *, close_on_block: bool
+) -> Callable[..., Any]:
+    """The replacement for ``socket.socket.sendto``/``sendmsg``: the address is one of several."""
+    position = _ADDRESS_POSITIONS[action]
+
+    @functools.wraps(original)
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state = _scope_get()
+        active = (
+            scope._baseline_active
+            if state is None
+            else state._active
+            if state._version == scope._baseline_version
+            else state.active()
+        )
+        if active is None or active.rules.get(POLICY) is None:
+            return original(self, *args, **kwargs)
+        index = position(args)
+        address = None if index is None else args[index]
+        if type(address) is tuple and len(address) == 2 and not kwargs:
+            host, port = address  # an exact tuple: unpacking it runs no user code
+            if type(host) is str and type(port) is int:
+                try:
+                    family = _read_family(self)
+                except TypeError:
+                    family = -1
+                if (action, family, address) in active.allowed:
+                    return original(self, *args)  # as in _connect_method
+        return _decide_address(
+            original, self, args, kwargs, active, action, audit_event, close_on_block
+        )
+
+    method.__module__ = "socket"
+    return method
+
+
+def _decide_address(
+    original: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    active: Active,
+    action: str,
+    audit_event: str,
+    close_on_block: bool,
 ) -> Any:
-    rules = _rules()
-    if rules is None or instance is None:
-        return wrapped(*args, **kwargs)
-    try:
-        address = _socket.socket.getsockname(instance)  # not a subclass's override
-    except OSError:
-        address = None
-    enforce(_event("listen", address_target(real_family(instance), address)), rules)
-    return wrapped(*args, **kwargs)
+    """The slow path of an address method: exact copies, the decision, the report."""
+    rules = active.rules[POLICY]
+    if _internal.busy():
+        return original(instance, *args, **kwargs)
+    position = _ADDRESS_POSITIONS[action](args)
+    if position is None:
+        return proceed(
+            audit_event, original, (instance, *args), kwargs, same=lambda a: a[0] is instance
+        )
+    given = args[position]
+    address = _exact(given)
+    if address is not given:
+        args = (*args[:position], address, *args[position + 1 :])
+    family = real_family(instance)
+    # IP families only: a unix path is made absolute against the working directory,
+    # which can change, so its verdict is not a function of the key alone.
+    key = (action, family, address) if family in _IP_FAMILIES else None
+    ip_host = _ip_host(address) if key is not None else None
+    if ip_host is not None:  # from now on the audit hook alone decides it (_connect_method)
+        if len(_ip_hosts) >= _IP_HOSTS_LIMIT:
+            _ip_hosts.clear()
+        _ip_hosts.add(ip_host)
+    if key is None or not allowed_before(active, key):
+        event = _event(action, address_target(family, address))
+        verdict = check(event, rules)
+        if verdict is Mode.BLOCK:
+            if close_on_block:
+                instance.close()
+            raise blocked(event)
+        if verdict is Mode.ALLOW and key is not None:
+            remember_allowed(active, key)
+    return proceed(
+        audit_event,
+        original,
+        (instance, *args),
+        kwargs,
+        same=lambda a: len(a) > 1 and a[0] is instance and a[1] is address,
+    )
+
+
+def _connect_position(args: tuple[Any, ...]) -> int | None:
+    return 0 if args else None  # connect(address), connect_ex(address), bind(address)
+
+
+def _sendto_position(args: tuple[Any, ...]) -> int | None:
+    return len(args) - 1 if len(args) >= 2 else None  # sendto(data[, flags], address)
+
+
+def _sendmsg_position(args: tuple[Any, ...]) -> int | None:
+    return 3 if len(args) >= 4 else None  # sendmsg(buffers, ancdata, flags, address)
+
+
+# Where the address is among the positional arguments (these methods take no keywords).
+_ADDRESS_POSITIONS: dict[str, Callable[[tuple[Any, ...]], int | None]] = {
+    "connect": _connect_position,
+    "bind": _connect_position,
+    "sendto": _sendto_position,
+    "sendmsg": _sendmsg_position,
+}
+
+
+def _listen_method(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def listen(self: Any, *args: Any, **kwargs: Any) -> Any:
+        rules = _rules()
+        if rules is None:
+            return original(self, *args, **kwargs)
+        try:
+            address = _socket.socket.getsockname(self)  # not a subclass's override
+        except OSError:
+            address = None
+        enforce(_event("listen", address_target(real_family(self), address)), rules)
+        return original(self, *args, **kwargs)
+
+    listen.__module__ = "socket"
+    return listen
 
 
 # --- patches on the socket module's name lookups ------------------------------------------
 
 
-def _getaddrinfo(
-    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+_type = type  # getaddrinfo's parameter of that name hides the builtin
+
+
+def _getaddrinfo_function(original: Callable[..., Any]) -> Callable[..., Any]:
+    """The replacement for ``socket.getaddrinfo``, with the same signature as socket.py's.
+
+    Spelled out rather than ``*args, **kwargs`` (packing those costs more than the fast
+    path), and calling the original positionally, as every version from 3.10 to 3.13 takes.
+    """
+
+    @functools.wraps(original)
+    def getaddrinfo(
+        host: Any, port: Any, family: Any = 0, type: Any = 0, proto: Any = 0, flags: Any = 0
+    ) -> Any:
+        state = _scope_get()
+        active = (
+            scope._baseline_active
+            if state is None
+            else state._active
+            if state._version == scope._baseline_version
+            else state.active()
+        )
+        if active is None or active.rules.get(POLICY) is None:
+            return original(host, port, family, type, proto, flags)
+        if (
+            _type(host) is str
+            and _type(port) in _EXACT_TYPES
+            and ("resolve", host) in active.allowed
+        ):
+            # Allowed before under these rules; the audit hook finds the same key
+            # (_known_allowed_lookup). The answers are still remembered: they may be new.
+            result = original(host, port, family, type, proto, flags)
+            name = host.partition("\0")[0]  # _looked_up_name of an exact str
+            for info in result:
+                if not resolution_known(name, info[4][0]):
+                    remember_resolution(name, [str(info[4][0]) for info in result])
+                    break
+            return result
+        return _decide_getaddrinfo(original, (host, port, family, type, proto, flags), {}, active)
+
+    return getaddrinfo
+
+
+def _decide_getaddrinfo(
+    original: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], active: Active
 ) -> Any:
-    active = current()
-    rules = active.rules.get(POLICY) if active is not None else None
-    if rules is None or active is None or _internal.busy():
-        return wrapped(*args, **kwargs)
+    rules = active.rules.get(POLICY)
+    if rules is None or _internal.busy():
+        return original(*args, **kwargs)
     args, kwargs = _exact_arguments(args, kwargs, ("host", "port"))
     host = args[0] if args else kwargs.get("host")
     port = args[1] if len(args) > 1 else kwargs.get("port")
@@ -307,9 +508,9 @@ def _getaddrinfo(
                 raise blocked(event)
             if verdict is Mode.ALLOW and key is not None:
                 remember_allowed(active, key)
-    result = proceed("socket.getaddrinfo", wrapped, args, kwargs, same=lambda a: a[0] is host)
+    result = proceed("socket.getaddrinfo", original, args, kwargs, same=lambda a: a[0] is host)
     if looked_up:
-        remember_resolution(_looked_up_name(host), {str(info[4][0]) for info in result})
+        remember_resolution(_looked_up_name(host), [str(info[4][0]) for info in result])
     return result
 
 
@@ -507,24 +708,21 @@ def install() -> None:
 
 
 def _patch_socket(socket: Any) -> None:
-    patch(
-        socket, "socket.connect", _address_method("connect", "socket.connect", close_on_block=True)
-    )
-    patch(
-        socket,
-        "socket.connect_ex",
-        _address_method("connect", "socket.connect", close_on_block=True),
-    )
-    patch(socket, "socket.sendto", _address_method("sendto", "socket.sendto", close_on_block=False))
-    if hasattr(socket.socket, "sendmsg"):
-        patch(
-            socket,
-            "socket.sendmsg",
-            _address_method("sendmsg", "socket.sendmsg", close_on_block=False),
+    # The socket methods and getaddrinfo, on every connect and lookup: plain functions
+    # (see the module docstring). A plain function binds like the C method it replaces.
+    cls = socket.socket
+    cls.connect = _connect_method(cls.connect, "connect", "socket.connect")
+    cls.connect_ex = _connect_method(cls.connect_ex, "connect", "socket.connect")
+    cls.bind = _connect_method(cls.bind, "bind", "socket.bind")
+    cls.sendto = _address_method(cls.sendto, "sendto", "socket.sendto", close_on_block=False)
+    if hasattr(cls, "sendmsg"):
+        cls.sendmsg = _address_method(
+            cls.sendmsg, "sendmsg", "socket.sendmsg", close_on_block=False
         )
-    patch(socket, "socket.bind", _address_method("bind", "socket.bind", close_on_block=False))
-    patch(socket, "socket.listen", _listen)
-    patch(socket, "getaddrinfo", _getaddrinfo)
+    cls.listen = _listen_method(cls.listen)
+    socket.getaddrinfo = _getaddrinfo_function(socket.getaddrinfo)
+    # The others are builtins, which do not bind as methods where a plain function would
+    # (``class R: lookup = socket.gethostbyname``): wrapt keeps that, and they are rare.
     patch(socket, "gethostbyname", _gethostbyname)
     patch(socket, "gethostbyname_ex", _gethostbyname)
     patch(socket, "gethostbyaddr", _gethostbyaddr)
@@ -541,13 +739,53 @@ def _audit_address(
         sock, address = args[0], args[1]
         if address is None:
             return
-        event = _event(action, address_target(real_family(sock), address))
-        if check(event, rules) is Mode.BLOCK:
+        family = real_family(sock)
+        event = _event(action, address_target(family, address))
+        verdict = check(event, rules)
+        if verdict is Mode.BLOCK:
             if close_on_block:
                 sock.close()
             raise blocked(event)
+        if (
+            verdict is Mode.ALLOW
+            and family in _IP_FAMILIES
+            and type(address) is tuple
+            and len(address) == 2
+            and type(address[0]) is str
+            and type(address[1]) is int
+        ):
+            # The key _known_allowed_address reads: the next such connect is one lookup.
+            remember_allowed(active, (action, family, address))
 
     return handler
+
+
+def _known_allowed_address(action: str) -> Callable[[tuple[Any, ...], Active], bool]:
+    def known(args: tuple[Any, ...], active: Active) -> bool:
+        # The key the patch remembers, read from the C-level arguments (an exact tuple):
+        # the socket's real family and the exact address object C is about to use. The
+        # fast path's shape test, as in _address_method; unpacking runs no user code.
+        try:
+            sock, address = args
+        except ValueError:
+            return False
+        if type(address) is not tuple or len(address) != 2:
+            return False
+        host, port = address
+        if type(host) is not str or type(port) is not int:
+            return False
+        try:
+            family = _read_family(sock)
+        except TypeError:
+            return False
+        return (action, family, address) in active.allowed
+
+    return known
+
+
+def _known_allowed_lookup(args: tuple[Any, ...], active: Active) -> bool:
+    # An exact str host only: a subclass's own encode decides what is really resolved.
+    return bool(args) and type(args[0]) is str and ("resolve", args[0]) in active.allowed
 
 
 def _audit_lookup(
@@ -575,4 +813,12 @@ AUDIT_HANDLERS = {
     "socket.gethostbyname": _audit_lookup(lambda a: _lookup_event(a[0]) if a else None),
     "socket.gethostbyaddr": _audit_lookup(lambda a: _reverse_event(a[0]) if a else None),
     "socket.getnameinfo": _audit_lookup(lambda a: _nameinfo_event((a[0], 0)) if a else None),
+}
+
+AUDIT_KNOWN_ALLOWED = {
+    "socket.connect": _known_allowed_address("connect"),
+    "socket.sendto": _known_allowed_address("sendto"),
+    "socket.sendmsg": _known_allowed_address("sendmsg"),
+    "socket.bind": _known_allowed_address("bind"),
+    "socket.getaddrinfo": _known_allowed_lookup,
 }

@@ -12,9 +12,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-# Every scenario ends by trying a connect that network='block' must refuse, so a patch
-# that silently failed to apply shows up as "connected" (or as an audit-hook-only block,
-# which the scenario tells apart through the type of socket.getaddrinfo).
+# Every scenario tries a lookup that network='block' must refuse, so a patch that silently
+# failed to apply shows up as "resolved". The wrapt types are checked on
+# socket.gethostbyname, a builtin the network sensor patches with wrapt (its hottest
+# functions, getaddrinfo and the socket methods, are plain functions).
 _BLOCKED_CONNECT = textwrap.dedent(
     """
     import socket
@@ -53,7 +54,7 @@ class TestWraptTypes:
             + _BLOCKED_CONNECT
             + "verdict = attempt()\n"
             "c_type = sys.modules['wrapt._wrappers'].FunctionWrapper\n"
-            "print(json.dumps({'verdict': verdict, 'c_type': type(socket.getaddrinfo).__mro__[1] is c_type,\n"
+            "print(json.dumps({'verdict': verdict, 'c_type': type(socket.gethostbyname).__mro__[1] is c_type,\n"
             "  'wrapt': 'wrapt' in sys.modules, 'inspect': 'inspect' in sys.modules}))\n"
         )
         assert out == {
@@ -71,7 +72,7 @@ class TestWraptTypes:
             + "first = attempt()\n"
             "import wrapt\n"
             "print(json.dumps({'first': first, 'again': attempt(),\n"
-            "  'isinstance': isinstance(socket.getaddrinfo, wrapt.FunctionWrapper),\n"
+            "  'isinstance': isinstance(socket.gethostbyname, wrapt.FunctionWrapper),\n"
             "  'same': wrapt.FunctionWrapper is sys.modules['wrapt._wrappers'].FunctionWrapper}))\n"
         )
         assert out == {"first": "blocked", "again": "blocked", "isinstance": True, "same": True}
@@ -82,7 +83,7 @@ class TestWraptTypes:
             "import sys, json, wrapt, lambdaguard\n"
             + _BLOCKED_CONNECT
             + "print(json.dumps({'verdict': attempt(),\n"
-            "  'isinstance': isinstance(socket.getaddrinfo, wrapt.FunctionWrapper)}))\n"
+            "  'isinstance': isinstance(socket.gethostbyname, wrapt.FunctionWrapper)}))\n"
         )
         assert out == {"verdict": "blocked", "isinstance": True}
 
@@ -92,7 +93,7 @@ class TestWraptTypes:
             "import sys, json, lambdaguard\n"
             + _BLOCKED_CONNECT
             + "verdict = attempt()\n"
-            "kind = type(socket.getaddrinfo).__mro__[1]\n"
+            "kind = type(socket.gethostbyname).__mro__[1]\n"
             "python_type = sys.modules['wrapt.wrappers'].FunctionWrapper\n"
             "print(json.dumps({'verdict': verdict, 'python_type': kind is python_type,\n"
             "  'extension': 'wrapt._wrappers' in sys.modules}))\n",
@@ -108,7 +109,7 @@ class TestPostImportHooks:
             "import sys, json, lambdaguard\n"
             "with lambdaguard.guard(network='block'): pass\n"
             "before = 'socket' in sys.modules\n"
-            "from socket import getaddrinfo\n"
+            "from socket import getaddrinfo, gethostbyname\n"
             "try:\n"
             "    with lambdaguard.guard(network='block'):\n"
             "        getaddrinfo('blocked.example', 443)\n"
@@ -116,7 +117,7 @@ class TestPostImportHooks:
             "except lambdaguard.NetworkViolation:\n"
             "    verdict = 'blocked'\n"
             "print(json.dumps({'before': before, 'verdict': verdict,\n"
-            "  'patched': type(getaddrinfo).__name__}))\n"
+            "  'patched': type(gethostbyname).__name__}))\n"
         )
         assert out == {"before": False, "verdict": "blocked", "patched": "PicklableFunctionWrapper"}
 

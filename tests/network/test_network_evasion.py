@@ -477,6 +477,36 @@ result(outcome="connected")
         assert tcp.attempts == 1
         assert lines == []
 
+    def test_switching_the_backstop_off_also_frees_connects_the_hook_decides(
+        self, tcp: TCPListener
+    ) -> None:
+        """Limit: with the handler table cleared, a connect to a seen IP host is no longer judged."""
+        found, _ = scenario(
+            """
+import socket
+from lambdaguard import guard, NetworkViolation
+from lambdaguard.sensors import audit, ensure_installed
+ensure_installed()
+outcomes = []
+with guard(network="block"):
+    for clear in (False, True):
+        if clear:
+            audit._table.clear()
+        s = socket.socket()
+        try:
+            s.connect(("127.0.0.1", PORT))
+            outcomes.append("connected")
+        except NetworkViolation:
+            outcomes.append("blocked")
+        s.close()
+result(outcomes=outcomes)
+""",
+            tcp.port,
+        )
+        tcp.settle()
+        assert found == {"outcomes": ["blocked", "connected"]}
+        assert tcp.attempts == 1
+
 
 @pytest.mark.parametrize("when", ["before", "after"])
 def test_botocore_is_unwrapped_whether_imported_before_or_after_lambdaguard(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import http.client
+import os
+import pickle
 import socket
+import subprocess
+import sys
 
 import pytest
 from netkit import HTTPServer, TCPListener, UDPReceiver, violations
@@ -148,3 +152,40 @@ class TestXRayDaemon:
 
 def http_client(port: int) -> http.client.HTTPConnection:
     return http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+
+class TestParsedOnFirstUse:
+    def test_building_a_guard_in_lambda_does_not_import_ipaddress(self) -> None:
+        """The plumbing's IP is read at build but parsed at the first decision: no ipaddress yet."""
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        code = (
+            "import sys\n"
+            f"sys.path.insert(0, {root!r})\n"
+            "before = 'ipaddress' in sys.modules\n"
+            "from lambdaguard import Network, guard\n"
+            "guard(network=Network('block', allow=['*.amazonaws.com:443']), tmp='block')\n"
+            "print(before, 'ipaddress' in sys.modules)\n"
+        )
+        # -S: no site, whose editable-install finder would import ipaddress itself.
+        out = subprocess.run(
+            [sys.executable, "-S", "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "AWS_LAMBDA_RUNTIME_API": "127.0.0.1:9001"},
+        ).stdout
+        assert out.split() == ["False", "False"]
+
+    def test_a_rule_pickled_before_its_first_decision_still_allows_the_plumbing(
+        self, http: HTTPServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A rule travels to a process-pool worker unparsed and still exempts the Runtime API."""
+        monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", f"127.0.0.1:{http.port}")
+        rule = pickle.loads(pickle.dumps(Network("block")))
+        monkeypatch.delenv("AWS_LAMBDA_RUNTIME_API")
+        with guard(network=rule):
+            assert init_error(f"127.0.0.1:{http.port}") == 200
+            with socket.socket() as s, pytest.raises(NetworkViolation):
+                s.connect(("127.0.0.1", http.port + 1 if http.port < 65535 else 1))
+        http.settle()
+        assert http.attempts == 1
