@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -365,6 +366,18 @@ def test_guarding_a_bare_handler_imports_no_typing_or_dataclasses() -> None:
     assert out.strip() == "[]"
 
 
+def _lambdaguard_and_wrapt_path() -> str:
+    """A PYTHONPATH with just lambdaguard and wrapt, for a start without site-packages."""
+    import importlib.util
+
+    import lambdaguard
+
+    wrapt = importlib.util.find_spec("wrapt")
+    assert wrapt is not None and wrapt.submodule_search_locations
+    wrapt_parent = os.path.dirname(list(wrapt.submodule_search_locations)[0])
+    return os.pathsep.join([os.path.dirname(os.path.dirname(lambdaguard.__file__)), wrapt_parent])
+
+
 class TestLineEncoding:
     """The line encoder is json.dumps(ensure_ascii=True, separators=(',', ':'), default=str)."""
 
@@ -406,17 +419,28 @@ class TestLineEncoding:
             expected = json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
             assert encode(value) == expected, value
 
-    def test_writing_a_line_does_not_import_json(self) -> None:
-        """A process's first violation line costs no json import (json's decoder imports re)."""
+    def test_writing_a_line_imports_neither_json_nor_re(self) -> None:
+        """A guarded bare handler's first violation line costs no json or re import."""
         code = (
-            "import sys, lambdaguard\n"
+            "import sys\n"
+            "already = set(sys.modules)  # a venv's .pth files may have loaded re already\n"
+            "import lambdaguard\n"
             "try:\n"
-            "    with lambdaguard.guard(tmp='block'):\n"
+            "    with lambdaguard.guard(network='block', tmp='block', subprocess='block',"
+            " handler_source='block'):\n"
             "        open('/tmp/lambdaguard-never-written', 'w')\n"
             "except lambdaguard.FileViolation:\n"
             "    pass\n"
-            "print(sorted(m for m in ('json',) if m in sys.modules), file=sys.stderr)\n"
+            "new = set(sys.modules) - already\n"
+            "print(sorted(m for m in ('json', 're', 'enum', 'inspect') if m in new), file=sys.stderr)\n"
         )
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-S", "-c", code],  # -S: no site, so no .pth file preloads re
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": _lambdaguard_and_wrapt_path()},
+        )
         assert '"policy":"tmp"' in done.stdout
-        assert done.stderr.strip() == "[]"
+        # enum is the one left: Mode is an Enum by contract.
+        assert done.stderr.strip() == "['enum']"
