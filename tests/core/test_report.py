@@ -373,8 +373,9 @@ def _lambdaguard_and_wrapt_path() -> str:
     import lambdaguard
 
     wrapt = importlib.util.find_spec("wrapt")
-    assert wrapt is not None and wrapt.submodule_search_locations
-    wrapt_parent = os.path.dirname(list(wrapt.submodule_search_locations)[0])
+    assert wrapt is not None
+    assert wrapt.submodule_search_locations
+    wrapt_parent = os.path.dirname(next(iter(wrapt.submodule_search_locations)))
     return os.pathsep.join([os.path.dirname(os.path.dirname(lambdaguard.__file__)), wrapt_parent])
 
 
