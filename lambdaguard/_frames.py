@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from types import FrameType
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # wrapt's pure-Python fallback adds frames between the caller and our wrapper; they are

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
 
 from lambdaguard.errors import ConfigError
 from lambdaguard.policy import RULE_CLASSES, Mode, Policy
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
 VARIABLE = "LAMBDAGUARD_INHERITED_POLICY"

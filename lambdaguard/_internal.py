@@ -12,10 +12,10 @@ audit hook skips that one event name so that the operation is decided and report
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
     QuietMatch = Callable[[tuple[Any, ...]], bool]
     QuietMark = tuple[str, "QuietMatch | None"] | None
@@ -85,3 +85,36 @@ def mark_busy() -> bool:
 
 def restore_busy(outer: bool) -> None:
     _local.busy = outer
+
+
+# functools.update_wrapper's assignments (3.12 added __type_params__; a name the wrapped
+# object lacks is skipped, as functools does).
+_IDENTITY = (
+    "__module__",
+    "__name__",
+    "__qualname__",
+    "__doc__",
+    "__annotations__",
+    "__type_params__",
+)
+
+
+def wraps(wrapped: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``functools.wraps`` without importing functools.
+
+    On 3.13 ``functools`` imports ``collections`` (with ``keyword``, ``operator``,
+    ``reprlib``): about 2 ms of a bare cold start, for three attribute copies.
+    """
+
+    def decorate(wrapper: Callable[..., Any]) -> Callable[..., Any]:
+        for name in _IDENTITY:
+            try:
+                value = getattr(wrapped, name)
+            except AttributeError:
+                continue
+            setattr(wrapper, name, value)
+        wrapper.__dict__.update(getattr(wrapped, "__dict__", {}))
+        wrapper.__wrapped__ = wrapped  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate

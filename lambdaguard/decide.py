@@ -10,11 +10,13 @@ Per-policy matching lives in each rule's ``permits`` (lambdaguard.policies).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 from lambdaguard import report
 from lambdaguard.errors import Violation, violation_for
 from lambdaguard.policy import Active, Event, Mode, Rule
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
+if TYPE_CHECKING:
+    from collections.abc import Hashable
 
 ALLOWED_MEMO_LIMIT = 1024
 

@@ -16,11 +16,14 @@ is neither a policy nor a setting listed in :data:`SETTINGS` is an error too, so
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 
 from lambdaguard import policies as _policies  # noqa: F401  (registers the rule classes)
 from lambdaguard.errors import ConfigError
 from lambdaguard.policy import RULE_CLASSES, Mode, Policy, Rule, policy_names
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 PREFIX = "LAMBDAGUARD_"
 

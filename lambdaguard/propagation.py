@@ -21,7 +21,6 @@ from __future__ import annotations
 import _thread
 import contextvars
 import threading
-from collections.abc import Callable
 
 from lambdaguard.policy import Policy
 from lambdaguard.scope import ScopeState, _scope, current_state
@@ -29,6 +28,7 @@ from lambdaguard.sensors._patching import patch, register_post_import
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 

@@ -30,14 +30,13 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
 
 from lambdaguard import _internal
 from lambdaguard._frames import user_frames
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from typing import Any
 
     from lambdaguard.policy import Event, Mode, Policy, Rule

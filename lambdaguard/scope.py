@@ -21,19 +21,18 @@ applies, so code inside a blocked scope gains nothing by opening ``guard(network
 from __future__ import annotations
 
 import contextvars
-import functools
 import os
 import threading
-from collections.abc import Callable, Mapping
 from types import TracebackType
 
-from lambdaguard import report
+from lambdaguard import _internal, report
 from lambdaguard.environment import build_policy, build_relaxation, read_flag, read_positive_int
 from lambdaguard.errors import ConfigError
 from lambdaguard.policy import Active, Mode, Policy, Rule, merge
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
     from contextlib import AbstractContextManager
     from typing import Any, TypeVar
 
@@ -374,7 +373,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
             )
         if kind == "coroutine":
 
-            @functools.wraps(fn)
+            @_internal.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
                 started = report.begin_invocation(args, self._report_limit)
                 try:
@@ -396,7 +395,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         enter, reset = self._enter_token, _scope.reset
         limit, wipe_root = self._report_limit, self._wipe_root
 
-        @functools.wraps(fn)
+        @_internal.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             # Explicit calls rather than context managers, and a ContextVar token rather
             # than the with-block's order check (enter and exit are this frame's own):

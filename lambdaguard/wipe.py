@@ -21,12 +21,15 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 from lambdaguard import _internal, report
 from lambdaguard.errors import ConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 DEFAULT_ROOT = "/tmp"
 PATHS_IN_LOG = 20

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterable
 
 from lambdaguard import _internal
 from lambdaguard.errors import ConfigError
@@ -36,6 +35,7 @@ from lambdaguard.policy import Event, Mode, Rule, register
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
     import re
+    from collections.abc import Iterable
 
 # tmp access settings: what the policy governs.
 READ_WRITE = "read-write"  # reads and writes (FunctionShield's read_write_tmp)

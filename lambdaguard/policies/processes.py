@@ -24,10 +24,13 @@ was built (unpacked from a layer, say) is still found.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from lambdaguard.errors import ConfigError
 from lambdaguard.policy import Event, Mode, Rule, register
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 ACCEPTED_ENTRIES = (
     "accepted: an absolute path (/usr/bin/ffmpeg) or a bare program name resolved on PATH (ffmpeg)"

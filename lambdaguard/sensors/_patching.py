@@ -8,16 +8,15 @@ the rest of wrapt's package (``_wrapt`` says why), so ``import lambdaguard`` sta
 
 from __future__ import annotations
 
-import functools
 import importlib
 import types
-from collections.abc import Callable
 
 from lambdaguard import _internal
 from lambdaguard.sensors import _post_import, _wrapt
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -66,8 +65,13 @@ def lookup(module: str, path: str) -> Any:
     return found
 
 
-@functools.cache
+_picklable: type | None = None
+
+
 def _wrapper_class() -> type:
+    global _picklable
+    if _picklable is not None:
+        return _picklable
     function_wrapper: Any = _wrapt.types()[0]
 
     class PicklableFunctionWrapper(function_wrapper):  # type: ignore[misc]
@@ -78,7 +82,8 @@ def _wrapper_class() -> type:
         def __reduce_ex__(self, protocol: object) -> tuple[Any, ...]:
             return (lookup, self._self_where)
 
-    return PicklableFunctionWrapper
+    _picklable = PicklableFunctionWrapper
+    return _picklable
 
 
 def register_post_import(module_name: str, hook: Callable[[Any], None]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
@@ -27,6 +26,7 @@ from lambdaguard.sensors import _wrapt
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     Hook = Callable[[ModuleType], None]

@@ -33,7 +33,6 @@ Cases that still fail: native code that issues system calls itself (a C extensio
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
 from types import ModuleType
 
 from lambdaguard import _internal, scope
@@ -41,6 +40,7 @@ from lambdaguard.policy import Active
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from typing import Any
     AuditHandler = Callable[[tuple[Any, ...], Active], None]
     AuditObserver = Callable[[tuple[Any, ...]], None]

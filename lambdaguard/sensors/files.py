@@ -50,7 +50,6 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterable
 from types import FrameType
 
 from lambdaguard import _internal
@@ -63,6 +62,7 @@ from lambdaguard.sensors._patching import patch, proceed, register_post_import
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
     from typing import Any
     Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
     AuditHandler = Callable[[tuple[Any, ...], Active], None]

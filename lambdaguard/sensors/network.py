@@ -39,10 +39,8 @@ from __future__ import annotations
 
 import _socket
 import contextvars
-import functools
 import operator
 import os
-from collections.abc import Callable
 
 from lambdaguard import _internal, scope
 from lambdaguard.decide import allowed_before, blocked, check, enforce, remember_allowed
@@ -60,6 +58,7 @@ from lambdaguard.sensors._patching import patch, proceed, register_post_import
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
     Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
@@ -283,7 +282,7 @@ def _connect_method(
     """
     close_on_block = action == "connect"
 
-    @functools.wraps(original)
+    @_internal.wraps(original)
     def method(self: Any, address: Any = _MISSING, /, *rest: Any) -> Any:
         if address is _MISSING or rest:  # a call C refuses before doing anything: let it say why
             return original(self, *(rest if address is _MISSING else (address, *rest)))
@@ -322,7 +321,7 @@ def _address_method(
     """The replacement for ``socket.socket.sendto``/``sendmsg``: the address is one of several."""
     position = _ADDRESS_POSITIONS[action]
 
-    @functools.wraps(original)
+    @_internal.wraps(original)
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         state = _scope_get()
         active = (
@@ -425,7 +424,7 @@ _ADDRESS_POSITIONS: dict[str, Callable[[tuple[Any, ...]], int | None]] = {
 
 
 def _listen_method(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
+    @_internal.wraps(original)
     def listen(self: Any, *args: Any, **kwargs: Any) -> Any:
         rules = _rules()
         if rules is None:
@@ -454,7 +453,7 @@ def _getaddrinfo_function(original: Callable[..., Any]) -> Callable[..., Any]:
     path), and calling the original positionally, as every version from 3.10 to 3.13 takes.
     """
 
-    @functools.wraps(original)
+    @_internal.wraps(original)
     def getaddrinfo(
         host: Any, port: Any, family: Any = 0, type: Any = 0, proto: Any = 0, flags: Any = 0
     ) -> Any:

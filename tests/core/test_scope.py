@@ -30,6 +30,31 @@ class TestGuardForms:
             assert listener.wait_for(1) == 1
         assert len(events(capsys.readouterr().out)) == 1
 
+    def test_decorated_functions_keep_their_identity(self) -> None:
+        """Name, qualname, docstring, annotations, attributes and __wrapped__ survive, as with functools.wraps."""
+        import asyncio
+        import functools
+
+        def handler(event: dict[str, int], context: object) -> int:
+            """The handler's own docstring."""
+            return event["n"]
+
+        handler.marker = "kept"  # type: ignore[attr-defined]
+
+        async def async_handler(event: dict[str, int], context: object) -> int:
+            """The async handler's docstring."""
+            return event["n"]
+
+        for original in (handler, async_handler):
+            decorated = guard(network="block")(original)
+            reference = functools.wraps(original)(lambda *a: None)
+            for name in ("__module__", "__name__", "__qualname__", "__doc__", "__annotations__"):
+                assert getattr(decorated, name) == getattr(reference, name), name
+            assert decorated.__wrapped__ is original
+        assert guard(network="block")(handler).marker == "kept"
+        assert guard(network="block")(handler)({"n": 3}, None) == 3
+        assert asyncio.run(guard(network="block")(async_handler)({"n": 4}, None)) == 4
+
     def test_context_manager_blocks_inside_only(self) -> None:
         """A with-block is guarded; the code after it is not."""
         with counting_listener() as listener:
