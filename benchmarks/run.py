@@ -141,8 +141,9 @@ def describe(venv_python: str) -> dict[str, str]:
 # --- cold start ----------------------------------------------------------------------------------
 
 
-def cold_once(python: str, variant: str, action: str) -> tuple[float, float, int]:
-    """Wall ms, CPU ms (user + system, from the child's rusage) and peak RSS of one run."""
+def cold_once(python: str, variant: str, action: str) -> tuple[float, float, int, float]:
+    """Wall ms, CPU ms (user + system, from the child's rusage), peak RSS of one run, and
+    the in-process span after the typical imports (coldstart.py's ``span_ms``)."""
     script = str(ROOT / "benchmarks" / "coldstart.py")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -154,24 +155,26 @@ def cold_once(python: str, variant: str, action: str) -> tuple[float, float, int
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
     match = re.search(r"maxrss_kib=(\d+)", proc.stderr)
-    if proc.returncode != 0 or match is None:
+    span = re.search(r"span_ms=([\d.]+)", proc.stderr)
+    if proc.returncode != 0 or match is None or span is None:
         raise RuntimeError(f"coldstart.py {variant} failed:\n{proc.stderr}")
-    return elapsed, cpu, int(match.group(1))
+    return elapsed, cpu, int(match.group(1)), float(span.group(1))
 
 
 def measure_cold(python: str, rounds: int, action: str) -> dict[str, dict[str, list[float]]]:
     out: dict[str, dict[str, list[float]]] = {
-        v: {"ms": [], "cpu_ms": [], "maxrss_kib": []} for v in COLD_VARIANTS
+        v: {"ms": [], "cpu_ms": [], "maxrss_kib": [], "span_ms": []} for v in COLD_VARIANTS
     }
     for variant in COLD_VARIANTS:  # warm the page cache and write the .pyc files
         cold_once(python, variant, action)
     for r in range(rounds):
         shift = r % len(COLD_VARIANTS)
         for variant in COLD_VARIANTS[shift:] + COLD_VARIANTS[:shift]:
-            ms, cpu, rss = cold_once(python, variant, action)
+            ms, cpu, rss, span = cold_once(python, variant, action)
             out[variant]["ms"].append(ms)
             out[variant]["cpu_ms"].append(cpu)
             out[variant]["maxrss_kib"].append(rss)
+            out[variant]["span_ms"].append(span)
     return out
 
 
@@ -308,7 +311,10 @@ def summarise(raw: dict[str, Any]) -> dict[str, Any]:
     ms = {v: med(cold[v]["ms"]) for v in COLD_VARIANTS}
     cpu = {v: med(cold[v]["cpu_ms"]) for v in COLD_VARIANTS}
     rss = {v: med(cold[v]["maxrss_kib"]) / 1024 for v in COLD_VARIANTS}
-    s: dict[str, Any] = {"cold_ms": ms, "cold_cpu_ms": cpu, "cold_mib": rss}
+    span = {v: med(cold[v]["span_ms"]) for v in COLD_VARIANTS}
+    s: dict[str, Any] = {
+        "cold_ms": ms, "cold_cpu_ms": cpu, "cold_mib": rss, "cold_span_ms": span
+    }
 
     hot = raw["hot"]
     ops: dict[str, dict[str, float]] = {}
@@ -366,8 +372,9 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
     lines += [
         f"Measured {first['date']} on {first['machine']} by `make bench`"
         + (" **(--quick: smoke run, too few rounds to trust)**" if quick else "")
-        + ". Medians; ratios are guarded / unguarded in the same run. A cold-start target is "
-        "judged on the larger of the wall and CPU figures.",
+        + ". Medians; ratios are guarded / unguarded in the same run. The bare cold-start "
+        "target is judged on the larger of the wall and CPU figures, the typical one on the "
+        "time inside the process after the imports it has anyway.",
         "",
     ]
     for run in runs:
@@ -391,18 +398,32 @@ def render(runs: list[dict[str, Any]], quick: bool) -> str:
             "| handler | unguarded | with lambdaguard | added | added CPU | target | |",
             "|---|---:|---:|---:|---:|---:|---|",
         ]
-        for name, base, guarded, target in (
-            ("bare (imports nothing)", "bare", "bare+guarded", 20.0),
-            ("typical (boto3 + powertools Logger)", "typical", "typical+guarded", 5.0),
-        ):
-            added, added_cpu = ms[guarded] - ms[base], cpu[guarded] - cpu[base]
-            # Judged on the larger of the two: noise from other processes can push either
-            # one down, but not both.
-            lines.append(
-                f"| {name} | {ms[base]:.1f} ms | {ms[guarded]:.1f} ms | {added:+.1f} ms "
-                f"| {added_cpu:+.1f} ms | <= {target:.0f} ms "
-                f"| {verdict(max(added, added_cpu) <= target)} |"
-            )
+        added, added_cpu = ms["bare+guarded"] - ms["bare"], cpu["bare+guarded"] - cpu["bare"]
+        # Judged on the larger of the two: noise from other processes can push either one
+        # down, but not both.
+        lines.append(
+            f"| bare (imports nothing) | {ms['bare']:.1f} ms | {ms['bare+guarded']:.1f} ms "
+            f"| {added:+.1f} ms | {added_cpu:+.1f} ms | <= 20 ms "
+            f"| {verdict(max(added, added_cpu) <= 20)} |"
+        )
+        added, added_cpu = ms["typical+guarded"] - ms["typical"], cpu["typical+guarded"] - cpu[
+            "typical"
+        ]
+        lines.append(
+            f"| typical (boto3 + powertools Logger), whole process | {ms['typical']:.1f} ms "
+            f"| {ms['typical+guarded']:.1f} ms | {added:+.1f} ms | {added_cpu:+.1f} ms "
+            "| (noise: see below) | |"
+        )
+        # The typical target is judged inside the process: the whole-process baseline
+        # moves by more than the 5 ms target from run to run.
+        spans = s["cold_span_ms"]
+        added_span = spans["typical+guarded"] - spans["typical"]
+        lines.append(
+            "| typical, after its imports: `import lambdaguard`, decorate, first invocation "
+            f"with its violation, timed in process | {spans['typical']:.1f} ms "
+            f"| {spans['typical+guarded']:.1f} ms | {added_span:+.1f} ms | | <= 5 ms "
+            f"| {verdict(added_span <= 5)} |"
+        )
         added_mib = mib["bare+guarded"] - mib["bare"]
         lines += [
             f"| peak memory, bare | {mib['bare']:.1f} MiB | {mib['bare+guarded']:.1f} MiB "
