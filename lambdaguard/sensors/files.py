@@ -129,6 +129,21 @@ def fd_path(fd: int) -> str | None:
         return None
 
 
+def _open_o_path(path: str) -> int | None:
+    """An ``O_PATH`` descriptor for ``path`` (the caller closes it), or None if it cannot be had.
+
+    Our own open raises the "open" audit event: it is marked quiet, as a patch would.
+    """
+    previous = _internal.set_quiet("open")
+    try:
+        return _os_open(path, _O_PATH | _O_CLOEXEC)
+    except (OSError, ValueError):
+        return None
+    finally:
+        _internal.restore_quiet(previous)
+
+
+
 def _kernel_path(path: str) -> str | None:
     """Where the kernel's own path walk lands (every link and /proc magic link followed).
 
@@ -137,14 +152,9 @@ def _kernel_path(path: str) -> str | None:
     """
     if not _O_PATH:
         return os.path.realpath(path) if os.path.exists(path) else None
-    # Our own open raises the "open" audit event: mark it quiet, as a patch would.
-    previous = _internal.set_quiet("open")
-    try:
-        fd = _os_open(path, _O_PATH | _O_CLOEXEC)
-    except (OSError, ValueError):
+    fd = _open_o_path(path)
+    if fd is None:
         return None
-    finally:
-        _internal.restore_quiet(previous)
     try:
         return fd_path(fd)
     finally:
@@ -229,13 +239,9 @@ def _identity(path: str) -> Stamp | None:
     """
     if not _O_PATH:
         return None
-    previous = _internal.set_quiet("open")
-    try:
-        fd = _os_open(path, _O_PATH | _O_CLOEXEC)
-    except (OSError, ValueError):
+    fd = _open_o_path(path)
+    if fd is None:
         return None
-    finally:
-        _internal.restore_quiet(previous)
     try:
         found = _fstat(fd)
     except OSError:
