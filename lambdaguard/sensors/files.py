@@ -143,7 +143,6 @@ def _open_o_path(path: str) -> int | None:
         _internal.restore_quiet(previous)
 
 
-
 def _kernel_path(path: str) -> str | None:
     """Where the kernel's own path walk lands (every link and /proc magic link followed).
 
