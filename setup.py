@@ -1,4 +1,5 @@
-"""Ship lambdaguard_inherit.pth next to the package (setup.cfg holds everything else).
+"""Ship lambdaguard_inherit.pth next to the package, and build the audit gate (setup.cfg
+holds everything else).
 
 A .pth file must sit at the top of site-packages, outside any package, which setup.cfg
 cannot express: build_py copies it into the build tree's root, and the wheel (regular or
@@ -7,7 +8,7 @@ editable) installs it from there. See docs/processes.md, "Carrying the policy".
 
 import os
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_py import build_py
 
 PTH = "lambdaguard_inherit.pth"
@@ -27,4 +28,8 @@ class build_py_with_pth(build_py):
         return [*super().get_outputs(include_bytecode), os.path.join(self.build_lib, PTH)]
 
 
-setup(cmdclass={"build_py": build_py_with_pth})
+# The audit hook's C gate (lambdaguard/_audit_gate.c). Optional: where it cannot be
+# compiled the install still succeeds and the hook runs in Python, slower, same verdicts.
+AUDIT_GATE = Extension("lambdaguard._audit_gate", ["lambdaguard/_audit_gate.c"], optional=True)
+
+setup(cmdclass={"build_py": build_py_with_pth}, ext_modules=[AUDIT_GATE])

@@ -65,6 +65,7 @@ _table: dict[
     str, tuple[AuditHandler, tuple[AuditObserver, ...] | None, KnownAllowed | None]
 ] = {}
 _hook_added = False
+_gate: Any = None  # lambdaguard._audit_gate once it is the hook, else None
 _scope_get = scope._scope.get
 
 
@@ -112,7 +113,7 @@ def _ignore(args: tuple[Any, ...], active: Active) -> None:
 
 def install(modules: Iterable[ModuleType]) -> None:
     """Add the audit hook (once per process) with every area's handlers."""
-    global _hook_added
+    global _hook_added, _gate
     for module in modules:
         _handlers.update(getattr(module, "AUDIT_HANDLERS", {}))
         _known_allowed.update(getattr(module, "AUDIT_KNOWN_ALLOWED", {}))
@@ -129,8 +130,29 @@ def install(modules: Iterable[ModuleType]) -> None:
         }
     )
     if not _hook_added:
-        sys.addaudithook(_hook)
+        _gate = _compiled_gate()
+        if _gate is None:
+            sys.addaudithook(_hook)
         _hook_added = True
+    if _gate is not None:
+        # The C gate answers unwatched events, and watched ones while no policy is in
+        # force, without a Python frame; it calls _hook for the rest (_audit_gate.c).
+        # Called again (new areas), it takes the new names and keeps its one hook.
+        _gate.install(_table, _observers, _hook, scope._scope, scope)
+
+
+def _compiled_gate() -> Any:
+    """lambdaguard._audit_gate, or None where it was not compiled (the hook is then Python)."""
+    try:
+        from lambdaguard import _audit_gate
+    except ImportError:
+        return None
+    return _audit_gate
+
+
+def hook_kind() -> str:
+    """``"c"`` when the compiled gate is in front of the hook, ``"python"`` otherwise."""
+    return "c" if _gate is not None else "python"
 
 
 def watched_events() -> frozenset[str]:
