@@ -25,6 +25,13 @@ remembered opens), the quiet mark and the busy mark (lambdaguard's own work). A 
 whose verdict is in that memo calls the original without a quiet mark: the hook finds the
 same verdict in the memo, which is cheaper than writing and reading the mark.
 
+In front of ``_hook`` sits the compiled gate (``lambdaguard/_audit_gate.c``) where it was
+built: CPython calls a hook for every audit event in the process, and a Python hook pays a
+frame and a ``str`` per event even to return at once. The gate returns in C for an event
+no area watches, and for a watched one while no policy is in force (unless an observer
+must see it); everything else reaches ``_hook`` unchanged. Without the gate,
+``sys.addaudithook(_hook)`` does the same work in Python.
+
 Cases that still fail: native code that issues system calls itself (a C extension calling
 ``connect(2)`` directly raises no audit event), and anything that runs before
 ``import lambdaguard`` activates the hook. docs/threat-model.md lists them.
