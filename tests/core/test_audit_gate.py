@@ -8,6 +8,7 @@ test's own (sys.audit raises any name), then through lambdaguard as users meet i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -131,7 +132,9 @@ class TestWithoutTheGate:
         assert out == {"kind": "python", "verdict": "blocked", "lines": 1}
 
     def test_the_gate_and_the_python_hook_decide_alike(self) -> None:
-        """The same blocked open under /tmp is refused, with one line, with the gate and without it."""
+        """The same blocked open under /tmp is refused, with one line and no file, with the gate and without."""
+        if os.path.exists("/tmp/lambdaguard-gate-test-never-written"):
+            os.remove("/tmp/lambdaguard-gate-test-never-written")
         scenario = """
             import sys
             {prelude}
@@ -155,3 +158,5 @@ class TestWithoutTheGate:
         without = run(scenario.format(prelude='sys.modules["lambdaguard._audit_gate"] = None'))
         assert with_gate == {"kind": "c", "verdict": "blocked", "lines": 1}
         assert without == {"kind": "python", "verdict": "blocked", "lines": 1}
+        # The forbidden effect is absent either way: no file was created.
+        assert not os.path.exists("/tmp/lambdaguard-gate-test-never-written")
