@@ -29,7 +29,9 @@ In front of ``_hook`` sits the compiled gate (``lambdaguard/_audit_gate.c``) whe
 built: CPython calls a hook for every audit event in the process, and a Python hook pays a
 frame and a ``str`` per event even to return at once. The gate returns in C for an event
 no area watches, and for a watched one while no policy is in force (unless an observer
-must see it); everything else reaches ``_hook`` unchanged. Without the gate,
+must see it), and for an operation found in an area's allow memo (``GATE_MEMOS``: the
+same memo its ``AUDIT_KNOWN_ALLOWED`` reads, read in C); everything else reaches
+``_hook`` unchanged. Without the gate,
 ``sys.addaudithook(_hook)`` does the same work in Python.
 
 Cases that still fail: native code that issues system calls itself (a C extension calling
@@ -66,6 +68,11 @@ _observers: dict[str, tuple[AuditObserver, ...]] = {}
 # user code and never raise an audit event of its own: a True answer only skips a handler
 # that would have let the event through.
 _known_allowed: dict[str, KnownAllowed] = {}
+# event -> the shape of its known_allowed reader for the compiled gate, which reads the same
+# memo in C (``GATE_MEMOS`` of an area; the shapes are described in _audit_gate.c). Each is
+# a second implementation of a reader above, so install() accepts one only beside its
+# Python reader, and tests/core/test_audit_gate.py compares the two on the same inputs.
+_gate_memos: dict[str, tuple[Any, ...]] = {}
 # What the hook reads: event -> (handler, observers or None, known_allowed or None), so that
 # every audit event in the process costs one dict lookup, and a watched one a tuple unpack.
 _table: dict[
@@ -124,11 +131,15 @@ def install(modules: Iterable[ModuleType]) -> None:
     for module in modules:
         _handlers.update(getattr(module, "AUDIT_HANDLERS", {}))
         _known_allowed.update(getattr(module, "AUDIT_KNOWN_ALLOWED", {}))
+        _gate_memos.update(getattr(module, "GATE_MEMOS", {}))
         for event, observer in getattr(module, "AUDIT_OBSERVERS", {}).items():
             if observer not in _observers.get(event, ()):
                 _observers[event] = (*_observers.get(event, ()), observer)
     for event in _observers:
         _handlers.setdefault(event, _ignore)
+    unpaired = set(_gate_memos) - set(_known_allowed)
+    if unpaired:
+        raise RuntimeError(f"lambdaguard: GATE_MEMOS without a Python reader: {sorted(unpaired)}")
     _table.clear()
     _table.update(
         {
@@ -142,10 +153,11 @@ def install(modules: Iterable[ModuleType]) -> None:
             sys.addaudithook(_hook)
         _hook_added = True
     if _gate is not None:
-        # The C gate answers unwatched events, and watched ones while no policy is in
-        # force, without a Python frame; it calls _hook for the rest (_audit_gate.c).
+        # The C gate answers unwatched events, watched ones while no policy is in force,
+        # and operations in an allow memo, without a Python frame; it calls _hook for the
+        # rest (_audit_gate.c).
         # Called again (new areas), it takes the new names and keeps its one hook.
-        _gate.install(_table, _observers, _hook, scope._scope, scope)
+        _gate.install(_table, _observers, _hook, scope._scope, scope, _gate_memos)
 
 
 def _compiled_gate() -> Any:
