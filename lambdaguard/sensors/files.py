@@ -762,7 +762,15 @@ def _audit_open(args: tuple[Any, ...], active: Active) -> None:
     if write and TMP in rules and _arg(args, 1) is None and _is_relative(path):
         for fd in _open_directory_fds():
             judge(active, action, path, write=write, dir_fd=fd, follow=follow)
-    elif real is not None and type(path) is str and len(args) == 3 and type(args[2]) is int:
+    elif (
+        real is not None
+        and len(args) == 3
+        and type(path) is str
+        and (args[1] is None or type(args[1]) is str)
+        and type(args[2]) is int
+    ):
+        # Exact built-in parts only: the key is compared in C by the compiled gate, where
+        # no object's own __eq__ or __hash__ may run.
         _remember_decision(active, args, real, stamp)
 
 
@@ -960,6 +968,9 @@ AUDIT_HANDLERS: dict[str, AuditHandler] = {
 
 # Asked by the audit hook before anything else: an open permitted before under this view.
 AUDIT_KNOWN_ALLOWED: dict[str, Callable[[tuple[Any, ...], Active], bool]] = {"open": _settled_open}
+# The same reader in the compiled gate (lambdaguard/_audit_gate.c, shape "open"): it reads
+# ``_decided`` from this module's namespace on each event, so a replaced memo is seen.
+GATE_MEMOS = {"open": ("open", globals(), "_decided")}
 
 
 # --- observers: what keeps the memory of link-free paths honest --------------------------------

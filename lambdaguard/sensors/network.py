@@ -821,3 +821,18 @@ AUDIT_KNOWN_ALLOWED = {
     "socket.bind": _known_allowed_address("bind"),
     "socket.getaddrinfo": _known_allowed_lookup,
 }
+
+# The same readers in the compiled gate (lambdaguard/_audit_gate.c): the key's tag, and for
+# an address the member descriptor that reads a socket's real family.
+GATE_MEMOS = {
+    **{
+        event: ("address", action, _REAL_FAMILY)
+        for event, action in (
+            ("socket.connect", "connect"),
+            ("socket.sendto", "sendto"),
+            ("socket.sendmsg", "sendmsg"),
+            ("socket.bind", "bind"),
+        )
+    },
+    "socket.getaddrinfo": ("lookup", "resolve"),
+}

@@ -160,3 +160,221 @@ class TestWithoutTheGate:
         assert without == {"kind": "python", "verdict": "blocked", "lines": 1}
         # The forbidden effect is absent either way: no file was created.
         assert not os.path.exists("/tmp/lambdaguard-gate-test-never-written")
+
+
+# The memos the gate reads in C are second implementations of the sensors' Python readers
+# (AUDIT_KNOWN_ALLOWED). Each case below is asked of both, under the same view, after real
+# allowed operations have filled the memos: the C answer must never be "allowed" where
+# the Python one is not, and must agree on the exact shapes the sensors remember.
+MEMO_SCENARIO = """
+import json, os, socket, subprocess, sys, tempfile
+import lambdaguard
+from lambdaguard import _audit_gate, scope
+from lambdaguard.sensors import audit, files, network
+
+workdir = tempfile.mkdtemp(prefix="lambdaguard-memo-", dir="/tmp")
+kept = os.path.join(workdir, "kept.txt")
+with open(kept, "w") as f:
+    f.write("x")
+{prelude}
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(16)
+port = server.getsockname()[1]
+
+class Str(str):
+    def __hash__(self):
+        return str.__hash__(self)
+    def __eq__(self, other):
+        return str.__eq__(self, other)
+
+class LyingSocket(socket.socket):
+    @property
+    def family(self):
+        return socket.AF_UNIX
+
+def both(event, args, view):
+    c = _audit_gate.memo_allows(event, args, view)
+    python = audit._known_allowed[event](args, view)
+    return [c, python]
+
+out = {{}}
+guard = lambdaguard.guard(
+    tmp=lambdaguard.Tmp("block", allow=[workdir + "/**"]),
+    network=lambdaguard.Network("block", allow=["127.0.0.1", "localhost"]),
+)
+with guard:
+    view = scope.current()
+    with open(kept) as f:
+        f.read()
+    sock = socket.socket()
+    sock.connect(("127.0.0.1", port))
+    sock.close()
+    socket.getaddrinfo("localhost", port)
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    out["open exact"] = both("open", (kept, "r", flags), view)
+    out["open other flags"] = both("open", (kept, "w", flags | os.O_WRONLY), view)
+    out["open str subclass"] = both("open", (Str(kept), "r", flags), view)
+    out["open bool flags"] = both("open", (kept, "r", True), view)
+    out["open bytes"] = both("open", (kept.encode(), "r", flags), view)
+    out["open short"] = both("open", (kept, "r"), view)
+    out["open other view"] = both("open", (kept, "r", flags), lambdaguard.policy.merge([]) or object())
+    inet = socket.socket()
+    lying = LyingSocket()
+    address = ("127.0.0.1", port)
+    out["connect exact"] = both("socket.connect", (inet, address), view)
+    out["connect lying family"] = both("socket.connect", (lying, address), view)
+    out["connect not a socket"] = both("socket.connect", (object(), address), view)
+    out["connect str subclass host"] = both("socket.connect", (inet, (Str("127.0.0.1"), port)), view)
+    out["connect other port"] = both("socket.connect", (inet, ("127.0.0.1", port + 1)), view)
+    out["connect as bind"] = both("socket.bind", (inet, address), view)
+    out["lookup exact"] = both("socket.getaddrinfo", ("localhost", port, 0, 0, 0, 0), view)
+    out["lookup str subclass"] = both("socket.getaddrinfo", (Str("localhost"), port), view)
+    out["lookup other host"] = both("socket.getaddrinfo", ("example.com", port), view)
+    out["lookup empty"] = both("socket.getaddrinfo", (), view)
+    inet.close()
+    lying.close()
+    {after}
+server.close()
+print(json.dumps(out))
+"""
+
+
+def memo_run(prelude: str = "", after: str = "") -> dict[str, list[bool]]:
+    code = MEMO_SCENARIO.format(
+        prelude=textwrap.dedent(prelude), after=textwrap.indent(textwrap.dedent(after), "    ").strip()
+    )
+    return run(code)  # type: ignore[return-value]
+
+
+class TestGateMemos:
+    def test_remembered_operations_are_allowed_in_c_as_in_python(self) -> None:
+        """An open, a connect and a lookup allowed once are found by both readers, under the same view only."""
+        out = memo_run()
+        for case in ("open exact", "connect exact", "lookup exact"):
+            assert out[case] == [True, True], case
+        for case in ("open other view", "open other flags", "connect other port", "connect as bind"):
+            assert out[case] == [False, False], case
+
+    def test_the_c_reader_never_allows_what_python_does_not(self) -> None:
+        """On every case, an 'allowed' from the C reader is matched by the Python reader."""
+        for case, (c, python) in memo_run().items():
+            assert python or not c, case
+
+    def test_objects_that_could_run_code_go_to_python(self) -> None:
+        """A str subclass path or host, a non-socket, bool flags or bytes: the C reader does not answer."""
+        out = memo_run()
+        for case in (
+            "open str subclass",
+            "open bool flags",
+            "open bytes",
+            "open short",
+            "connect not a socket",
+            "connect str subclass host",
+            "lookup str subclass",
+            "lookup other host",
+            "lookup empty",
+        ):
+            assert out[case][0] is False, case
+
+    def test_a_lying_family_property_is_read_past(self) -> None:
+        """A socket subclass whose family property claims AF_UNIX is keyed by its real AF_INET, as in Python."""
+        assert memo_run()["connect lying family"] == [True, True]
+
+    def test_after_a_child_a_remembered_open_is_stamped_and_a_swap_refused(self) -> None:
+        """Once a child has run, the stamp is checked in C: the same file passes, a file swapped in does not."""
+        out = memo_run(
+            # The sensors are installed at the first guard; the child after that is seen.
+            prelude='with lambdaguard.guard(tmp="alert"):\n    pass\nsubprocess.run(["true"], check=True)',
+            after="""
+            out["stamped"] = type(files._decided[1].get((kept, "r", flags))).__name__
+            out["stamped, unchanged"] = both("open", (kept, "r", flags), view)
+            swapped = kept + ".new"
+            with open(swapped, "w") as f:
+                f.write("y")
+            subprocess.run(["mv", swapped, kept], check=True)
+            out["stamped, swapped"] = both("open", (kept, "r", flags), view)
+            """,
+        )
+        assert out["open exact"] == [True, True]
+        assert out["stamped"] == "tuple"
+        assert out["stamped, unchanged"] == [True, True]
+        assert out["stamped, swapped"] == [False, False]
+
+
+class TestGateMemoEndToEnd:
+    def test_a_remembered_open_skips_python_and_a_new_one_is_still_judged(self) -> None:
+        """The second open of an allowed file never reaches the Python hook; a blocked open still does, and is refused."""
+        out = run(
+            """
+            import json, os, sys, tempfile
+            import lambdaguard
+            from lambdaguard import _audit_gate, scope
+            from lambdaguard.sensors import audit
+
+            workdir = tempfile.mkdtemp(prefix="lambdaguard-memo-", dir="/tmp")
+            kept = os.path.join(workdir, "kept.txt")
+            with open(kept, "w") as f:
+                f.write("x")
+            guard = lambdaguard.guard(tmp=lambdaguard.Tmp("block", allow=[kept]))
+            with guard:
+                pass
+            calls = []
+            def counting(event, args):
+                if event == "open":
+                    calls.append(args[0])
+                return audit._hook(event, args)
+            _audit_gate.install(
+                audit._table, audit._observers, counting, scope._scope, scope, audit._gate_memos
+            )
+            forbidden = os.path.join(workdir, "forbidden.txt")
+            out = {}
+            with guard:
+                for _ in range(3):
+                    with open(kept) as f:
+                        f.read()
+                out["allowed opens reaching python"] = calls.count(kept)
+                try:
+                    open(forbidden, "w")
+                    out["forbidden"] = "written"
+                except lambdaguard.FileViolation:
+                    out["forbidden"] = "blocked"
+            out["forbidden exists"] = os.path.exists(forbidden)
+            out["forbidden reached python"] = forbidden in calls
+            print(json.dumps(out))
+            """
+        )
+        assert out == {
+            "allowed opens reaching python": 1,
+            "forbidden": "blocked",
+            "forbidden exists": False,
+            "forbidden reached python": True,
+        }
+
+    def test_a_bad_memo_shape_is_refused_with_the_event_named(self) -> None:
+        """install() refuses a memo for an unwatched event or of an unknown shape, naming the event."""
+        out = run(
+            """
+            import contextvars, json, types
+            from lambdaguard import _audit_gate
+            var = contextvars.ContextVar("scope", default=None)
+            module = types.ModuleType("fake_scope")
+            out = {}
+            for name, memos in (
+                ("unwatched", {"test.other": ("lookup", "resolve")}),
+                ("unknown shape", {"test.watched": ("glob", "x")}),
+                ("wrong parts", {"test.watched": ("open", "not a dict", "_decided")}),
+            ):
+                try:
+                    _audit_gate.install(["test.watched"], [], print, var, module, memos)
+                    out[name] = "accepted"
+                except ValueError as error:
+                    out[name] = str(error)
+            print(json.dumps(out))
+            """
+        )
+        assert "'test.other'" in out["unwatched"]
+        assert "not a watched event" in out["unwatched"]
+        assert "'test.watched'" in out["unknown shape"]
+        assert "unknown shape" in out["unknown shape"]
+        assert "unknown shape or wrong parts" in out["wrong parts"]
