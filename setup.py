@@ -31,5 +31,10 @@ class build_py_with_pth(build_py):
 # The audit hook's C gate (lambdaguard/_audit_gate.c). Optional: where it cannot be
 # compiled the install still succeeds and the hook runs in Python, slower, same verdicts.
 AUDIT_GATE = Extension("lambdaguard._audit_gate", ["lambdaguard/_audit_gate.c"], optional=True)
+# The socket patches' fast path (lambdaguard/_socket_fastpath.c). Optional in the same way:
+# without it the Python replacement methods are the patches, same verdicts.
+SOCKET_FASTPATH = Extension(
+    "lambdaguard._socket_fastpath", ["lambdaguard/_socket_fastpath.c"], optional=True
+)
 
-setup(cmdclass={"build_py": build_py_with_pth}, ext_modules=[AUDIT_GATE])
+setup(cmdclass={"build_py": build_py_with_pth}, ext_modules=[AUDIT_GATE, SOCKET_FASTPATH])

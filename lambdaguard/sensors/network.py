@@ -706,13 +706,28 @@ def install() -> None:
     register_post_import("asyncio.base_events", _patch_asyncio)
 
 
+def _fast(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` behind its compiled fast path (lambdaguard/_socket_fastpath.c), if built.
+
+    The fast path makes two of ``method``'s checks in C (no policy in force; an exact IP
+    address left to the audit hook) and calls the original C method; every other call
+    reaches ``method`` with the same arguments. Without the extension, ``method`` itself.
+    """
+    try:
+        from lambdaguard._socket_fastpath import Forward
+    except ImportError:
+        return method
+    original = method.__wrapped__  # type: ignore[attr-defined]
+    return Forward(original, method, _ip_hosts, _IP_FAMILIES, _REAL_FAMILY, scope._scope, scope)
+
+
 def _patch_socket(socket: Any) -> None:
     # The socket methods and getaddrinfo, on every connect and lookup: plain functions
     # (see the module docstring). A plain function binds like the C method it replaces.
     cls = socket.socket
-    cls.connect = _connect_method(cls.connect, "connect", "socket.connect")
-    cls.connect_ex = _connect_method(cls.connect_ex, "connect", "socket.connect")
-    cls.bind = _connect_method(cls.bind, "bind", "socket.bind")
+    cls.connect = _fast(_connect_method(cls.connect, "connect", "socket.connect"))
+    cls.connect_ex = _fast(_connect_method(cls.connect_ex, "connect", "socket.connect"))
+    cls.bind = _fast(_connect_method(cls.bind, "bind", "socket.bind"))
     cls.sendto = _address_method(cls.sendto, "sendto", "socket.sendto", close_on_block=False)
     if hasattr(cls, "sendmsg"):
         cls.sendmsg = _address_method(

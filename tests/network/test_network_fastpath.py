@@ -308,3 +308,131 @@ result(inner=inner)
     assert [v["target"] for v in violations("\n".join(json.dumps(x) for x in lines))] == [
         f"127.0.0.1:{tcp.port}"
     ]
+
+
+# The compiled fast path (lambdaguard/_socket_fastpath.c) in front of connect, connect_ex
+# and bind: it calls the original C method itself in two cases only, and hands every other
+# call to the Python replacement. Driven here with recording stand-ins for both, so that
+# which one ran is observed, not inferred; the real sockets above run through it too.
+FORWARD_SCENARIO = """
+import _socket, contextvars, json, socket, types
+from lambdaguard._socket_fastpath import Forward
+
+ran = []
+def original(*args, **kwargs):
+    ran.append("original")
+def slow(*args, **kwargs):
+    ran.append("slow")
+slow.__qualname__ = "socket.connect"
+
+scope_var = contextvars.ContextVar("scope", default=None)
+scope_module = types.ModuleType("fake_scope")
+scope_module._baseline_active = None
+ip_hosts = {"127.0.0.1"}
+forward = Forward(
+    original, slow, ip_hosts, frozenset({_socket.AF_INET, _socket.AF_INET6}),
+    _socket.socket.__dict__["family"], scope_var, scope_module,
+)
+
+class Str(str):
+    pass
+
+class Tuple(tuple):
+    pass
+
+class ClaimsInet(_socket.socket):
+    @property
+    def family(self):
+        return _socket.AF_INET
+
+inet = _socket.socket()
+unix = ClaimsInet(_socket.AF_UNIX, _socket.SOCK_STREAM)
+
+def which(*args, **kwargs):
+    del ran[:]
+    forward(*args, **kwargs)
+    return ran[0]
+
+out = {"no policy": which(inet, ("10.0.0.1", 80))}
+scope_var.set(object())
+out.update({
+    "known ip": which(inet, ("127.0.0.1", 80)),
+    "unknown host": which(inet, ("10.0.0.1", 80)),
+    "str subclass host": which(inet, (Str("127.0.0.1"), 80)),
+    "tuple subclass": which(inet, Tuple(("127.0.0.1", 80))),
+    "bool port": which(inet, ("127.0.0.1", True)),
+    "three items": which(inet, ("127.0.0.1", 80, 0)),
+    "unix socket claiming inet": which(unix, ("127.0.0.1", 80)),
+    "not a socket": which(object(), ("127.0.0.1", 80)),
+    "keyword": which(inet, address=("127.0.0.1", 80)),
+    "extra argument": which(inet, ("127.0.0.1", 80), 1),
+})
+ip_hosts.clear()
+out["forgotten ip"] = which(inet, ("127.0.0.1", 80))
+scope_var.set(None)
+scope_module._baseline_active = object()
+out["baseline, unknown host"] = which(inet, ("10.0.0.1", 80))
+print(json.dumps({"result": out}))
+"""
+
+
+class TestCompiledConnectFastPath:
+    def test_only_two_cases_skip_the_python_replacement(self) -> None:
+        """No policy in force, or an exact known IP on a real IP socket: the original; anything else: Python."""
+        out = results(run_scenario(FORWARD_SCENARIO)[0])
+        assert out.pop("no policy") == "original"
+        assert out.pop("known ip") == "original"
+        assert out == dict.fromkeys(out, "slow")
+        assert set(out) >= {"str subclass host", "unix socket claiming inet", "baseline, unknown host"}
+
+    def test_it_is_in_front_of_the_socket_methods_and_reads_like_them(self) -> None:
+        """Where it is built, connect, connect_ex and bind go through it and keep name, module and __wrapped__."""
+        out = results(
+            run_scenario(
+                """
+                import _socket, json, socket, lambdaguard
+                with lambdaguard.guard(network="block"):
+                    pass
+                out = {}
+                for name in ("connect", "connect_ex", "bind"):
+                    method = getattr(socket.socket, name)
+                    out[name] = [
+                        type(method).__name__, method.__name__, method.__module__,
+                        method.__wrapped__ is getattr(_socket.socket, name),
+                    ]
+                print(json.dumps({"result": out}))
+                """
+            )[0]
+        )
+        assert out == {
+            "connect": ["Forward", "connect", "socket", True],
+            "connect_ex": ["Forward", "connect_ex", "socket", True],
+            "bind": ["Forward", "bind", "socket", True],
+        }
+
+    def test_without_it_the_python_replacement_guards_alone(self, tcp: TCPListener) -> None:
+        """With the extension missing, connect is the Python function and still allows and blocks."""
+        lines, _ = run_scenario(
+            f"""
+            import sys
+            sys.modules["lambdaguard._socket_fastpath"] = None  # as if it had not been compiled
+            import json, socket, lambdaguard
+            out = {{}}
+            with lambdaguard.guard(network=lambdaguard.Network("block", allow=["{tcp.hostport}"])):
+                out["kind"] = type(socket.socket.connect).__name__
+                for name, port in (("allowed", {tcp.address[1]}), ("other port", {tcp.address[1]} + 1)):
+                    with socket.socket() as s:
+                        try:
+                            s.connect(("127.0.0.1", port))
+                            out[name] = "connected"
+                        except lambdaguard.NetworkViolation:
+                            out[name] = "blocked"
+            print(json.dumps({{"result": out}}))
+            """
+        )
+        assert results(lines) == {"kind": "function", "allowed": "connected", "other port": "blocked"}
+        assert [line["lambdaguard"]["event"] for line in lines if "lambdaguard" in line] == [
+            "violation"
+        ]
+        tcp.settle()
+        assert tcp.attempts == 1
