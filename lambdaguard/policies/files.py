@@ -229,13 +229,17 @@ def _state_without_memo(rule: object) -> dict[str, object]:
 
 
 def _tempfile_dir() -> str:
-    # tempfile is imported only when it could answer something other than /tmp: it pulls
-    # in shutil, random and hashlib (several ms of cold start). With no TMPDIR, TEMP or
-    # TMP set and tempfile not yet imported, gettempdir() would pick /tmp (writable in
-    # Lambda), which the policy governs anyway.
-    if "tempfile" not in sys.modules and not any(
-        os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")
-    ):
+    # tempfile is asked only when it could answer something other than /tmp: importing it
+    # pulls in shutil, random and hashlib (several ms of cold start), and its first
+    # gettempdir() creates and removes a file to probe the directory. Once it has answered,
+    # tempfile.tempdir holds the answer: read it. With no TMPDIR, TEMP or TMP set,
+    # gettempdir() would pick /tmp (writable in Lambda), which the policy governs anyway,
+    # whether or not tempfile is imported yet (boto3 imports it).
+    module = sys.modules.get("tempfile")
+    known = getattr(module, "tempdir", None)
+    if isinstance(known, str | bytes):
+        return os.fsdecode(known)
+    if not any(os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")):
         return "/tmp"
     import tempfile
 

@@ -19,7 +19,7 @@ multiprocessing BaseProcess.start (every      (fork: os.fork; spawn and      for
 
 Each route is judged by the program the child would run (lambdaguard.policies.processes):
 the resolved executable, with the argument vector in the violation line's details, bounded
-and with secret-looking values masked (:func:`mask_argv`).
+and with secret-looking values masked (``sensors._masking.mask_argv``).
 
 An allowed operation is carried out with the programs it was decided for marked "through"
 on this thread: the calls it makes on its way down (Popen -> fork_exec or posix_spawn,
@@ -51,116 +51,29 @@ import threading
 # collections.abc's Mapping without running collections/__init__ (~2 ms of a 3.13 cold start)
 from _collections_abc import Mapping
 
-from lambdaguard import _inherit, _internal, scope
+from lambdaguard import _internal, scope
 from lambdaguard.decide import blocked, check, remember_allowed
 from lambdaguard.policies.processes import ProcessTarget, Subprocess, resolve
 from lambdaguard.policy import Active, Event, Mode, Rule
 from lambdaguard.scope import current
 from lambdaguard.sensors._patching import patch, proceed, register_post_import
 
+# Loaded on first use, not here, so that a cold start that never starts a child or reports
+# one pays for neither (tests/core/test_deferred_modules.py): lambdaguard._inherit (carrying
+# a policy into a child: imported by _carried(), which every carrying path goes through
+# first), sensors._masking (a violation line's argv), sensors._layout (Popen's parameters).
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator
+    from collections.abc import Callable, Iterator
     from typing import Any
     Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+    from lambdaguard.sensors._layout import Layout
 
 POLICY = "subprocess"
 SHELL = "/bin/sh"  # what os.system, os.popen and shell=True run on POSIX
 FORK = "<fork>"  # the "through" mark for a fork that is part of an allowed operation
-
-ARGV_LIMIT = 32  # arguments kept in a violation line
-ARG_LIMIT = 256  # characters kept per argument
-MASK = "***"
-
-
-
-# --- masking and bounding the argument vector ---------------------------------------------------
-
-_SENSITIVE = (
-    r"(?:pass(?:word|wd|phrase)?|pwd|secret|token|api[-_]?key|access[-_]?key|private[-_]?key"
-    r"|client[-_]?secret|credentials?|auth|session|signature)"
-)
-class _Patterns:
-    """The masking patterns, compiled when the first line with an argv is written.
-
-    Compiling them at import (or importing ``re`` at all) would put ~4 ms into every cold
-    start, for lines most invocations never write.
-    """
-
-    def __init__(self) -> None:
-        import re
-
-        # --password=VALUE, --api-key=VALUE (also inside a shell command string).
-        self.option_value = re.compile(rf"(--?[\w-]*{_SENSITIVE}[\w-]*=)(\S+)", re.IGNORECASE)
-        # --password VALUE, -p VALUE inside a shell command string.
-        self.option_space = re.compile(
-            rf"((?:^|\s)(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)\s+)([^\s-]\S*)", re.IGNORECASE
-        )
-        # AWS_SECRET_ACCESS_KEY=VALUE, DB_PASSWORD=VALUE (environment assignments).
-        self.env_value = re.compile(
-            rf"(\b[A-Za-z_][A-Za-z0-9_]*{_SENSITIVE}[A-Za-z0-9_]*=)(\S+)", re.IGNORECASE
-        )
-        # Authorization: Bearer VALUE / Basic VALUE, in header arguments.
-        self.auth_header = re.compile(r"(authorization:\s*(?:\w+\s+)?)(\S+)", re.IGNORECASE)
-        # https://user:password@host
-        self.url_password = re.compile(r"(://[^/\s:@]+:)([^@\s/]+)(@)")
-        # Values that are tokens whatever precedes them: AWS key ids, JWTs, GitHub, Slack.
-        self.tokens = re.compile(
-            r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|eyJ[\w-]+\.eyJ[\w-]+\.[\w-]*|gh[pousr]_\w{20,}"
-            r"|github_pat_\w{20,}|xox[abposr]-[\w-]{10,})"
-        )
-        self.secret_flag = re.compile(rf"^(?:--?[\w-]*{_SENSITIVE}[\w-]*|-p)$", re.IGNORECASE)
-
-
-_compiled: _Patterns | None = None
-
-
-def _patterns() -> _Patterns:
-    global _compiled
-    if _compiled is None:
-        _compiled = _Patterns()
-    return _compiled
-
-
-def _mask_text(text: str) -> str:
-    p = _patterns()
-    text = p.option_value.sub(rf"\1{MASK}", text)
-    text = p.option_space.sub(rf"\1{MASK}", text)
-    text = p.env_value.sub(rf"\1{MASK}", text)
-    text = p.auth_header.sub(rf"\1{MASK}", text)
-    text = p.url_password.sub(rf"\1{MASK}\3", text)
-    return p.tokens.sub(MASK, text)
-
-
-def mask_argv(argv: Iterable[str]) -> list[str]:
-    """The argument vector as a log line may show it: secrets masked, size bounded.
-
-    Masked: the value after a secret-looking option (``--password=x``, ``--token x``,
-    ``-p x``), secret-looking environment assignments (``AWS_SECRET_ACCESS_KEY=x``),
-    ``Authorization:`` header values, URL passwords, and token-shaped values (AWS key ids,
-    JWTs, GitHub and Slack tokens), also inside a shell command string. At most
-    ARGV_LIMIT arguments of ARG_LIMIT characters each are kept.
-    """
-    out: list[str] = []
-    mask_next = False
-    total = 0
-    for arg in argv:
-        total += 1
-        if len(out) >= ARGV_LIMIT:
-            continue
-        if mask_next:
-            out.append(MASK)
-            mask_next = False
-            continue
-        masked = _mask_text(arg)
-        mask_next = bool(_patterns().secret_flag.match(arg))
-        if len(masked) > ARG_LIMIT:
-            masked = masked[:ARG_LIMIT] + f"...[{len(masked) - ARG_LIMIT} more]"
-        out.append(masked)
-    if total > ARGV_LIMIT:
-        out.append(f"...[{total - ARGV_LIMIT} more arguments]")
-    return out
-
 
 # --- turning call arguments into text -----------------------------------------------------------
 
@@ -277,6 +190,8 @@ class _Details(Mapping[str, object]):
             op = self._operation
             built: dict[str, Any] = {"route": op.route, "executable": op.executable or op.name}
             if op.argv is not None:
+                from lambdaguard.sensors._masking import mask_argv
+
                 built["argv"] = mask_argv(op.argv)
             self._built = built
         return self._built
@@ -332,6 +247,8 @@ def _after_fork_in_child() -> None:
         _local.through = frozenset()
     carry = _carry()
     if carry is not None:
+        from lambdaguard import _inherit
+
         os.environ[_inherit.VARIABLE] = carry
 
 
@@ -363,6 +280,8 @@ def _carried() -> str | None:
     last = _last_carried
     if last is not None and last[0] is state and last[1] == version:
         return last[2]
+    from lambdaguard import _inherit
+
     layers = _inherit.layers_in_force()
     value = _inherit.encode(layers) if _inherit.requested(layers) else None
     _last_carried = (state, version, value)
@@ -423,6 +342,8 @@ def _with_carrier(env: object, carry: str | None) -> Any:
     """``env`` (None: this process's) with the inherited policy added, as a new dict."""
     if carry is None:
         return env
+    from lambdaguard import _inherit
+
     base: Mapping[Any, Any] = os.environ if env is None else env  # type: ignore[assignment]
     out = dict(base.items())
     key: str | bytes = _inherit.VARIABLE
@@ -442,113 +363,19 @@ def _with_carrier(env: object, carry: str | None) -> Any:
 _POPEN_READS = ("args", "executable", "shell", "cwd", "env")
 
 
-class _Layout:
-    """Where a function's parameters are: enough to bind a call the way Python would.
-
-    A plain class: importing dataclasses (and with it inspect) at activation costs ~10 ms
-    of cold start; inspect itself is imported only when a first Popen is decided.
-    """
-
-    __slots__ = ("defaults", "names", "position", "required", "var_keyword", "var_positional")
-
-    def __init__(
-        self,
-        *,
-        position: dict[str, int],  # positional-or-keyword parameter -> index (self excluded)
-        names: frozenset[str],  # every parameter a keyword may name
-        defaults: dict[str, Any],
-        required: tuple[str, ...],
-        var_positional: bool,
-        var_keyword: bool,
-    ) -> None:
-        self.position = position
-        self.names = names
-        self.defaults = defaults
-        self.required = required
-        self.var_positional = var_positional
-        self.var_keyword = var_keyword
-
-    @classmethod
-    def of(cls, function: Callable[..., Any]) -> _Layout:
-        import inspect
-
-        parameters = list(inspect.signature(function).parameters.values())
-        kinds = inspect.Parameter
-        return cls(
-            position={
-                p.name: i
-                for i, p in enumerate(parameters)
-                if p.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD)
-            },
-            names=frozenset(
-                p.name
-                for p in parameters
-                if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
-            ),
-            defaults={p.name: p.default for p in parameters if p.default is not p.empty},
-            required=tuple(
-                p.name
-                for p in parameters
-                if p.default is p.empty and p.kind not in (kinds.VAR_POSITIONAL, kinds.VAR_KEYWORD)
-            ),
-            var_positional=any(p.kind is kinds.VAR_POSITIONAL for p in parameters),
-            var_keyword=any(p.kind is kinds.VAR_KEYWORD for p in parameters),
-        )
-
-    def pick(
-        self, names: Iterable[str], args: tuple[Any, ...], kwargs: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        """The values ``names`` take in a call, defaults included; None if the call does not
-        bind (too many, repeated, unknown or missing arguments: the original raises)."""
-        count = len(args)
-        if count > len(self.position) and not self.var_positional:
-            return None
-        position = self.position
-        for key in kwargs:
-            index = position.get(key)
-            if index is not None and index < count:
-                return None  # given both by position and by keyword
-            if index is None and key not in self.names and not self.var_keyword:
-                return None
-        for name in self.required:
-            index = position.get(name)
-            if not (index is not None and index < count) and name not in kwargs:
-                return None
-        values: dict[str, Any] = {}
-        for name in names:
-            index = position.get(name)
-            if index is not None and index < count:
-                values[name] = args[index]
-            else:
-                values[name] = kwargs.get(name, self.defaults.get(name))
-        return values
-
-    def put(
-        self, values: Mapping[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The call with ``values`` in place of the arguments of those names."""
-        new_args = list(args)
-        new_kwargs = dict(kwargs)
-        for name, value in values.items():
-            index = self.position.get(name)
-            if index is not None and index < len(args):
-                new_args[index] = value
-            else:
-                new_kwargs[name] = value
-        return tuple(new_args), new_kwargs
-
-
 # function -> (its layout, the keywords a call may use and still take the plain path; None
 # when no call may)
-_layouts: dict[Any, tuple[_Layout, frozenset[str] | None]] = {}
+_layouts: dict[Any, tuple[Layout, frozenset[str] | None]] = {}
 
 
-def _popen_layout(wrapped: Callable[..., Any]) -> tuple[_Layout, frozenset[str] | None]:
+def _popen_layout(wrapped: Callable[..., Any]) -> tuple[Layout, frozenset[str] | None]:
     # ``wrapped`` is the original __init__ bound to the new instance: key on the function.
     function = getattr(wrapped, "__func__", wrapped)
     known = _layouts.get(function)
     if known is None:
-        layout = _Layout.of(wrapped)
+        from lambdaguard.sensors._layout import Layout
+
+        layout = Layout.of(wrapped)
         plain: frozenset[str] | None = layout.names - set(_POPEN_READS)
         if layout.var_positional or layout.var_keyword or layout.position.get("args") != 0:
             plain = None  # not the Popen lambdaguard knows: always the full path
@@ -748,6 +575,8 @@ def _shell_prefix(command: Any, carry: str) -> Any:
     # os.environ here would leak into every other thread's children: export in the shell.
     import shlex
 
+    from lambdaguard import _inherit
+
     line = f"{_inherit.VARIABLE}={shlex.quote(carry)}; export {_inherit.VARIABLE}\n"
     if isinstance(command, bytes):
         return os.fsencode(line) + command
@@ -832,6 +661,8 @@ def _exec_with_carrier(
     kwargs: dict[str, Any],
 ) -> Any:
     assert plan.carry is not None
+    from lambdaguard import _inherit
+
     previous = os.environ.get(_inherit.VARIABLE)
     os.environ[_inherit.VARIABLE] = plan.carry
     try:
@@ -949,6 +780,8 @@ def _fork_exec(
             if env is not None
             else [os.fsencode(f"{k}={v}") for k, v in os.environ.items()]
         )
+        from lambdaguard import _inherit
+
         prefix = os.fsencode(_inherit.VARIABLE + "=")
         items = [i for i in items if not bytes(i).startswith(prefix)] + [
             prefix + os.fsencode(carry)

@@ -452,6 +452,41 @@ class TestTempfileDirectory:
         assert outcome.result == [str(outside_dir), False]
         assert os.listdir(outside_dir) == []
 
+    def test_a_directory_tempfile_has_settled_on_is_governed(self, outside_dir: Path) -> None:
+        """tempfile.tempdir, once set (here by the application, with no TMPDIR), is under the tmp policy."""
+        env = {k: "" for k in ("TMPDIR", "TEMP", "TMP")}
+        outcome = run_scenario(
+            f"""
+            import tempfile
+            from lambdaguard import guard
+            tempfile.tempdir = {str(outside_dir)!r}
+            with guard(tmp="block"):
+                try:
+                    tempfile.NamedTemporaryFile()
+                    made = True
+                except PermissionError:
+                    made = False
+            result(made)
+            """,
+            env=env,
+        )
+        assert outcome.result is False, outcome
+        assert os.listdir(outside_dir) == []
+
+    def test_building_the_rule_without_tmpdir_does_not_probe(self) -> None:
+        """With tempfile imported and no TMPDIR, the rule is built without gettempdir()'s probe file, and /tmp is governed."""
+        env = {k: "" for k in ("TMPDIR", "TEMP", "TMP")}
+        outcome = run_scenario(
+            """
+            import os, tempfile
+            from lambdaguard import Tmp
+            rule = Tmp("block")
+            result([tempfile.tempdir, rule.governs("/tmp/x")])
+            """,
+            env=env,
+        )
+        assert outcome.result == [None, True], outcome
+
     def test_first_gettempdir_inside_the_guard_does_not_trip_it(self, outside_dir: Path) -> None:
         """Building the rule probes tempfile's directory as lambdaguard's own work."""
         outcome = run_scenario(

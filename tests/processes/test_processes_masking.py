@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lambdaguard.sensors.processes import ARG_LIMIT, ARGV_LIMIT, mask_argv
+from lambdaguard.sensors._masking import ARG_LIMIT, ARGV_LIMIT, mask_argv
 
 
 class TestMasking:
