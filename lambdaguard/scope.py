@@ -450,13 +450,14 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
         template = self._outermost
         layers, overrides, logger = template.layers, template.overrides, template.logger
         new_state = object.__new__
+        inert = self._policy.is_inert()  # installs no sensors: nothing to do on a first call
 
         @_internal.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             # This is the cost of every invocation of every guarded handler: one ContextVar
             # set and reset, and one object, the state pushed, which also carries the
             # invocation (its arguments; the reporting budget is made at the first report).
-            if get() is None and _sensors_installed and not report.start_pending:
+            if get() is None and (_sensors_installed or inert) and not report.start_pending:
                 # The common case, an outermost call: _call_state's first branch, inlined.
                 state: ScopeState = new_state(ScopeState)
                 state.layers = layers
