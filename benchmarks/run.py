@@ -1,7 +1,7 @@
 """``make bench``: measure lambdaguard against the unguarded baseline and write the table.
 
     python benchmarks/run.py [--quick] [--python PATH ...] [--no-write]
-    python benchmarks/run.py --hot open_read,open_read_after_child,blocked [--rounds N]
+    python benchmarks/run.py --hot open_read,open_read_after_child,blocked,decorator [--rounds N]
                                        (those rows only; ratios printed, nothing written)
 
 For each interpreter (by default the one running this script and, when it can be found,
@@ -271,10 +271,14 @@ def measure_hot(
                     ns = pytest_socket.ask(what="round", op="connect", condition=condition)
                     peer[condition][-1].append(ns)
             if only is not None:
+                narrow: dict[str, Any] = {}
                 if "blocked" in only:
-                    absolute.append({"blocked": guarded.ask(
+                    narrow["blocked"] = guarded.ask(
                         what="blocked", rounds=max(3, budget.hot_rounds // 3)
-                    )})
+                    )
+                if "decorator" in only:
+                    narrow["decorator"] = guarded.ask(what="decorator", rounds=budget.hot_rounds)
+                absolute.append(narrow)
                 continue
             absolute.append({
                 "features": {
@@ -554,8 +558,14 @@ def print_hot_only(env: dict[str, str], hot: dict[str, Any]) -> None:
             f"  in scope {ratios['scope']:.3f}x ({times['scope']:.2f} µs)"
         )
     for a in hot["absolute"]:
-        for label, got in a["blocked"].items():
+        for label, got in a.get("blocked", {}).items():
             print(f"  blocked {label:16s} {med(got['ns_per_op']) / 1000:6.1f} µs with its line")
+        if "decorator" in a:
+            bare, guarded = med(a["decorator"]["bare"]), med(a["decorator"]["guarded"])
+            print(
+                f"  decorator                bare {bare / 1000:6.2f} µs  guarded "
+                f"{guarded / 1000:6.2f} µs  cost {(guarded - bare) / 1000:.2f} µs per invocation"
+            )
 
 
 # --- main ----------------------------------------------------------------------------------------
@@ -582,13 +592,15 @@ def main() -> int:
         "--hot", metavar="ROWS",
         help="time only these hot-path rows, comma-separated ("
         + ", ".join(row for row, _, _ in HOT_ROWS)
-        + ", and 'blocked' for the blocked operations); no cold start, writes nothing",
+        + ", 'blocked' for the blocked operations and 'decorator' for the `@guard` cost per"
+        " invocation); no cold start, writes nothing",
     )
     parser.add_argument("--rounds", type=int, help="paired rounds per worker set, with --hot")
     args = parser.parse_args()
     budget = Budget(args.quick)
     if args.hot:
-        unknown = set(args.hot.split(",")) - {row for row, _, _ in HOT_ROWS} - {"blocked"}
+        known = {row for row, _, _ in HOT_ROWS} | {"blocked", "decorator"}
+        unknown = set(args.hot.split(",")) - known
         if unknown:
             parser.error(f"--hot: unknown rows {sorted(unknown)}")
         budget.hot_rounds = args.rounds or budget.hot_rounds

@@ -14,7 +14,7 @@ Why not powertools' Logger for every line: importing it costs 50-60 ms of cold s
 through powertools when the user hands in their own ``Logger`` (``guard(logger=...)`` or
 ``configure(logger=...)``); then the line carries that logger's keys and settings.
 
-Bounded: each invocation (one call of a guarded handler) writes at most
+Bounded: each invocation (the outermost call of a guarded handler) writes at most
 ``LAMBDAGUARD_REPORT_LIMIT`` violation lines (default 100); the rest are counted and, when
 the invocation ends, summarised in one line per policy and mode, whose metric value is the
 number suppressed, so the metric still counts every violation.
@@ -25,7 +25,6 @@ Never raising: a failure to format or write a line is swallowed and counted
 
 from __future__ import annotations
 
-import contextvars
 import os
 import sys
 import threading
@@ -77,9 +76,9 @@ def safe_text(value: object, limit: int = TARGET_LIMIT) -> str:
 class Invocation:
     """One call of a guarded handler: its Lambda context and its reporting budget.
 
-    One is made per invocation of every guarded handler, so making one is kept to three
-    attribute stores: everything else starts as a class-level default and is set only
-    by an invocation that reports something.
+    Made when the invocation first reports something (lambdaguard.scope.invocation_of),
+    not when it begins: a guarded call that reports nothing never makes one. The state
+    its call pushed keeps the handler's arguments until then.
     """
 
     written = 0
@@ -87,8 +86,8 @@ class Invocation:
     _keys: dict[str, Any] | None = None
     fragment: str | None = None  # JSON of the keys this invocation's lines share
 
-    def __init__(self, lambda_context: Any, limit: int, cold_start: bool) -> None:
-        self.context = lambda_context
+    def __init__(self, args: tuple[Any, ...], limit: int, cold_start: bool) -> None:
+        self.args = args  # the handler's positional arguments, where its context is
         self.limit = limit
         self.cold_start = cold_start
 
@@ -96,7 +95,7 @@ class Invocation:
     def keys(self) -> dict[str, Any]:
         # Read from the context when the first line is written, not on every invocation.
         if self._keys is None:
-            self._keys = _lambda_keys(self.context)
+            self._keys = _lambda_keys(_lambda_context(self.args))
         return self._keys
 
 
@@ -108,6 +107,30 @@ def _take_cold_start() -> bool:
     with _lock:
         first, _cold_start = _cold_start, False
     return first
+
+
+# What a Lambda event (or a missing context) is made of: never a Lambda context object.
+_PLAIN_DATA = frozenset({dict, list, str, bytes, int, float, bool, tuple})
+
+
+def _lambda_context(args: tuple[Any, ...]) -> Any:
+    """The Lambda context among a handler's arguments, or None."""
+    # (event, context) for a function; (self, event, context) for a method. The event
+    # and a missing context are plain data: skipping them spares a failed getattr (an
+    # AttributeError raised and caught) per argument.
+    count = len(args)
+    for index in (1, 2, 0):
+        if index < count:
+            candidate = args[index]
+            if candidate is None or type(candidate) in _PLAIN_DATA:
+                continue
+            try:
+                request_id = getattr(candidate, "aws_request_id", None)
+            except Exception:  # a hostile __getattr__: not a context, and never our failure
+                request_id = None
+            if request_id is not None:
+                return candidate
+    return None
 
 
 def _lambda_keys(context: Any) -> dict[str, Any]:
@@ -131,58 +154,34 @@ def _lambda_keys(context: Any) -> dict[str, Any]:
 # at most `limit` lines per OUTSIDE_WINDOW seconds, the suppressed count flushed when the
 # window rolls over or when a real invocation starts.
 OUTSIDE_WINDOW = 60.0
-_outside = Invocation(None, DEFAULT_LIMIT, True)
+OUTSIDE = Invocation((), DEFAULT_LIMIT, True)
 _outside_window_start = time.monotonic()
-_invocation: contextvars.ContextVar[Invocation] = contextvars.ContextVar(
-    "lambdaguard_invocation", default=_outside
-)
 
-Started = tuple["contextvars.Token[Invocation]", Invocation] | None
+# Which invocation is running is kept by lambdaguard.scope, in the state a guarded call
+# pushes (one ContextVar set per call, not two): see scope.invocation_of.
+
+# True while the next invocation to begin has work to do first: take the cold start, or
+# summarise lines suppressed outside any invocation. A guarded call reads this one flag
+# and calls start_invocation() only when it is set.
+start_pending = True
 
 
-# What a Lambda event (or a missing context) is made of: never a Lambda context object.
-_PLAIN_DATA = frozenset({dict, list, str, bytes, int, float, bool, tuple})
+def start_invocation() -> bool:
+    """An invocation begins: summarise what was suppressed outside any invocation.
 
-
-def begin_invocation(args: tuple[Any, ...], limit: int = DEFAULT_LIMIT) -> Started:
-    """Begin an invocation for a guarded call, unless one is already running here.
-
-    Only the outermost guarded call is an invocation: a guarded helper called from a
-    guarded handler shares the handler's budget (None is returned for it). Pass the
-    result to :func:`end_invocation`. Plain calls, not a context manager: this runs on
-    every invocation of every guarded handler.
+    Returns True for the first invocation in this process (the Lambda cold start).
     """
-    if _invocation.get() is not _outside:
-        return None
-    context = None
-    # (event, context) for a function; (self, event, context) for a method. The event
-    # and a missing context are plain data: skipping them spares a failed getattr (an
-    # AttributeError raised and caught) per argument, on every invocation.
-    count = len(args)
-    for index in (1, 2, 0):
-        if index < count:
-            candidate = args[index]
-            if (
-                candidate is not None
-                and type(candidate) not in _PLAIN_DATA
-                and getattr(candidate, "aws_request_id", None) is not None
-            ):
-                context = candidate
-                break
-    if _outside.suppressed:
-        _flush(_outside)
-    current = Invocation(context, limit, _cold_start and _take_cold_start())
-    return _invocation.set(current), current
+    global start_pending
+    start_pending = False
+    if OUTSIDE.suppressed:
+        flush_suppressed(OUTSIDE)
+    return _cold_start and _take_cold_start()
 
 
-def end_invocation(started: Started) -> None:
-    """End what :func:`begin_invocation` began: summarise what was suppressed."""
-    if started is None:
-        return
-    token, current = started
-    _invocation.reset(token)
-    if current.suppressed:
-        _flush(current)
+def _current_invocation() -> Invocation:
+    from lambdaguard.scope import current_invocation
+
+    return current_invocation()
 
 
 def _roll_outside_window() -> None:
@@ -191,19 +190,20 @@ def _roll_outside_window() -> None:
     if now - _outside_window_start < OUTSIDE_WINDOW:
         return
     _outside_window_start = now
-    _flush(_outside)
-    _outside.written = 0
+    flush_suppressed(OUTSIDE)
+    OUTSIDE.written = 0
 
 
 def reset_for_tests() -> None:
     """Give the outside-any-invocation budget a fresh window. For lambdaguard.testing only."""
     global _outside_window_start
-    _outside.written = 0
-    _outside.suppressed = None
+    OUTSIDE.written = 0
+    OUTSIDE.suppressed = None
     _outside_window_start = time.monotonic()
 
 
-def _flush(inv: Invocation) -> None:
+def flush_suppressed(inv: Invocation) -> None:
+    """Summarise what ``inv`` suppressed: one line per policy and mode (at its end)."""
     with _lock:
         pending, inv.suppressed = inv.suppressed, None
     if not pending:
@@ -223,14 +223,17 @@ def _flush(inv: Invocation) -> None:
 
 def violation(event: Event, verdict: Mode) -> None:
     """Report one alerted or blocked operation, within this invocation's budget."""
-    inv = _invocation.get()
-    if inv is _outside:
+    global start_pending
+    inv = _current_invocation()
+    if inv is OUTSIDE:
         _roll_outside_window()
     with _lock:
         if inv.written >= inv.limit:
             key = (event.policy, verdict.value)
             if inv.suppressed is None:
                 inv.suppressed = {}
+                if inv is OUTSIDE:
+                    start_pending = True  # the next invocation to begin summarises them
             inv.suppressed[key] = inv.suppressed.get(key, 0) + 1
             return
         inv.written += 1
@@ -278,12 +281,17 @@ def relaxation(owner: object, before: Policy, rules: Mapping[str, Rule]) -> None
     except Exception:
         _count_failure()
         return
-    _emit("WARNING", "lambdaguard policy relaxed", payload, metric=None, inv=_invocation.get())
+    _emit("WARNING", "lambdaguard policy relaxed", payload, metric=None, inv=_current_invocation())
 
 
-def notice(message: str, payload: dict[str, Any]) -> None:
-    """Report something that is neither a violation nor a relaxation (e.g. a /tmp wipe)."""
-    _emit("INFO", message, payload, metric=None, inv=_invocation.get())
+def notice(message: str, payload: dict[str, Any], inv: Invocation | None = None) -> None:
+    """Report something that is neither a violation nor a relaxation (e.g. a /tmp wipe).
+
+    ``inv``: the invocation it belongs to, when that is not the one running here.
+    """
+    _emit(
+        "INFO", message, payload, metric=None, inv=_current_invocation() if inv is None else inv
+    )
 
 
 def _rule_text(rule: Rule | None) -> str:
@@ -451,10 +459,10 @@ def _line(
     inv: Invocation,
 ) -> str:
     now = time.time()
-    if inv is _outside or inv.fragment is None:
+    if inv is OUTSIDE or inv.fragment is None:
         # Outside any invocation the process lives on and the environment may change.
         fragment = _invocation_keys(inv)
-        if inv is not _outside:
+        if inv is not OUTSIDE:
             inv.fragment = fragment
     else:
         fragment = inv.fragment

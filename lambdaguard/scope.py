@@ -63,9 +63,26 @@ def _set_baseline(layers: tuple[tuple[Baseline, Policy], ...]) -> None:
 
 
 class ScopeState:
-    """The scoped layers in force in one context. Immutable once published."""
+    """The scoped layers in force in one context. Immutable once published.
 
-    __slots__ = ("_active", "_version", "layers", "logger", "overrides", "owner", "parent")
+    A state pushed by the outermost call of a decorated handler also begins an
+    *invocation* (report.py: one reporting budget and one set of Lambda keys): it keeps the
+    call's arguments, and the invocation itself is made at its first report (the one slot
+    written after publication, once, under a lock). Every state pushed inside it reaches it
+    through ``parent``; see :func:`invocation_of`.
+    """
+
+    __slots__ = (
+        "_active",
+        "_version",
+        "invocation",
+        "invocation_args",
+        "layers",
+        "logger",
+        "overrides",
+        "owner",
+        "parent",
+    )
 
     def __init__(
         self,
@@ -82,6 +99,9 @@ class ScopeState:
         self.owner = owner  # the guard or relaxation that pushed this state
         self._version = -1
         self._active: Active | None = None
+        # The handler's positional arguments when this state begins an invocation, else None.
+        self.invocation_args: tuple[Any, ...] | None = None
+        self.invocation: report.Invocation | None = None  # made at its first report
 
     def active(self) -> Active | None:
         if self._version != _baseline_version:
@@ -133,6 +153,40 @@ def current() -> Active | None:
 
 def current_state() -> ScopeState | None:
     return _scope.get()
+
+
+_invocation_lock = threading.Lock()
+
+
+def invocation_of(state: ScopeState | None) -> report.Invocation:
+    """The invocation work under ``state`` belongs to, for reporting.
+
+    That is the invocation begun by the nearest state, ``state`` or a parent, that began
+    one (only the outermost call of a guarded handler does); outside every invocation,
+    report's process-level pseudo-invocation. Found only when something is reported, so
+    a guarded call that reports nothing never makes one.
+    """
+    while state is not None:
+        args = state.invocation_args
+        if args is not None:
+            found = state.invocation
+            if found is None:
+                owner = state.owner
+                limit = owner._report_limit if isinstance(owner, guard) else report.DEFAULT_LIMIT
+                made = report.Invocation(args, limit, False)
+                # Threads started by the handler share this state: one invocation for all.
+                with _invocation_lock:
+                    found = state.invocation
+                    if found is None:
+                        found = state.invocation = made
+            return found
+        state = state.parent
+    return report.OUTSIDE
+
+
+def current_invocation() -> report.Invocation:
+    """The invocation running here (report.py writes its lines against it)."""
+    return invocation_of(_scope.get())
 
 
 def current_logger() -> Any:
@@ -375,50 +429,101 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
 
             @_internal.wraps(fn)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
-                started = report.begin_invocation(args, self._report_limit)
+                state = self._call_state(args)
                 try:
-                    with _wiping(self._wipe_root):
-                        token = self._enter_token()
+                    with _wiping(self._wipe_root, state):
+                        token = _scope.set(state)
                         try:
                             return await fn(*args, **kwargs)
                         finally:
                             _scope.reset(token)
                 finally:
-                    report.end_invocation(started)
+                    _end_call(state)
 
             async_guarded.guard = self  # type: ignore[attr-defined]
             # functools.wraps keeps fn's name, signature and annotations: it is fn's type.
             return async_guarded  # type: ignore[return-value]
 
         # Closure locals: attribute and global lookups add up on a path this hot.
-        begin, end = report.begin_invocation, report.end_invocation
-        enter, reset = self._enter_token, _scope.reset
-        limit, wipe_root = self._report_limit, self._wipe_root
+        get, push, reset = _scope.get, _scope.set, _scope.reset
+        call_state, wipe_root = self._call_state, self._wipe_root
+        template = self._outermost
+        layers, overrides, logger = template.layers, template.overrides, template.logger
+        new_state = object.__new__
+        inert = self._policy.is_inert()  # installs no sensors: nothing to do on a first call
 
         @_internal.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            # Explicit calls rather than context managers, and a ContextVar token rather
-            # than the with-block's order check (enter and exit are this frame's own):
-            # this is the cost of every invocation of every guarded handler.
-            started = begin(args, limit)
+            # This is the cost of every invocation of every guarded handler: one ContextVar
+            # set and reset, and one object, the state pushed, which also carries the
+            # invocation (its arguments; the reporting budget is made at the first report).
+            if get() is None and (_sensors_installed or inert) and not report.start_pending:
+                # The common case, an outermost call: _call_state's first branch, inlined.
+                state: ScopeState = new_state(ScopeState)
+                state.layers = layers
+                state.overrides = overrides
+                state.logger = logger
+                state.parent = None
+                state.owner = self
+                version = template._version  # the version first: a newer view is only redone
+                if version != _baseline_version:
+                    template.active()
+                    version = template._version
+                state._version = version
+                state._active = template._active
+                state.invocation_args = args
+                state.invocation = None
+            else:
+                state = call_state(args)
+            if wipe_root is not None:
+                return _call_wiping(wipe_root, state, fn, args, kwargs)
+            # Explicit calls rather than a with-block, and a ContextVar token rather than
+            # the with-block's order check: enter and exit are this frame's own.
+            token = push(state)
             try:
-                if wipe_root is not None:
-                    with _wiping(wipe_root):
-                        token = enter()
-                        try:
-                            return fn(*args, **kwargs)
-                        finally:
-                            reset(token)
-                token = enter()
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    reset(token)
+                # fn(*args, **{}) would copy the empty dict: handlers are called positionally.
+                return fn(*args, **kwargs) if kwargs else fn(*args)
             finally:
-                end(started)
+                reset(token)
+                invocation = state.invocation
+                if invocation is not None and invocation.suppressed:
+                    report.flush_suppressed(invocation)
 
         guarded.guard = self  # type: ignore[attr-defined]
         return guarded  # type: ignore[return-value]
+
+    def _call_state(self, args: tuple[Any, ...]) -> ScopeState:
+        """The state one call of the decorated function runs in, not yet pushed.
+
+        Unless an invocation is running here already, the state begins one: it keeps the
+        call's arguments, and the invocation is made at its first report (invocation_of).
+        """
+        if not _sensors_installed:
+            _activate_sensors(self._policy)
+        parent = _scope.get()
+        if parent is None:
+            template = self._outermost
+            state = ScopeState(template.layers, template.overrides, self._logger, None, self)
+            # The template's merged view, so that the first sensor need not merge again.
+            state._version = template._version
+            state._active = template._active
+        else:
+            state = ScopeState(
+                (*parent.layers, (self, self._policy)),
+                parent.overrides,
+                self._logger if self._logger is not None else parent.logger,
+                parent,
+                self,
+            )
+            outer: ScopeState | None = parent
+            while outer is not None:
+                if outer.invocation_args is not None:
+                    return state  # a guarded call inside an invocation shares its budget
+                outer = outer.parent
+        state.invocation_args = args
+        if report.start_pending and report.start_invocation():
+            state.invocation = report.Invocation(args, self._report_limit, True)
+        return state
 
     # -- loosening --
 
@@ -477,12 +582,40 @@ class _NoWipe:
 _NO_WIPE = _NoWipe()
 
 
-def _wiping(root: str | None) -> AbstractContextManager[None]:
+def _wiping(root: str | None, state: ScopeState) -> AbstractContextManager[None]:
     if root is None:
         return _NO_WIPE
     from lambdaguard import wipe
 
-    return wipe.around_invocation(root)
+    # The wipe runs outside the scope (before it is entered, after it is left) but its
+    # line belongs to the invocation the call runs in.
+    return wipe.around_invocation(root, lambda: invocation_of(state))
+
+
+def _call_wiping(
+    root: str,
+    state: ScopeState,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """A call of a decorated function that wipes ``root`` after it (guard(wipe_tmp=...))."""
+    try:
+        with _wiping(root, state):
+            token = _scope.set(state)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _scope.reset(token)
+    finally:
+        _end_call(state)
+
+
+def _end_call(state: ScopeState) -> None:
+    """After a decorated call: an invocation it began summarises what it suppressed."""
+    invocation = state.invocation
+    if invocation is not None and invocation.suppressed:
+        report.flush_suppressed(invocation)
 
 
 _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200

@@ -29,7 +29,7 @@ from lambdaguard.errors import ConfigError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~5 ms of cold start)
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 DEFAULT_ROOT = "/tmp"
 PATHS_IN_LOG = 20
@@ -157,10 +157,14 @@ _wiping: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
 
 
 @contextmanager
-def around_invocation(root: str | None) -> Iterator[None]:
+def around_invocation(
+    root: str | None, invocation: Callable[[], report.Invocation] | None = None
+) -> Iterator[None]:
     """Snapshot ``root`` before the block and wipe what the block created after it.
 
     Only the outermost guarded call wipes a given root; nested ones share its wipe.
+    ``invocation``: the invocation the summary line belongs to (it is written outside
+    the guarded call's scope); by default the one running here.
     """
     outer = _wiping.get()
     if root is None or root in outer:
@@ -179,10 +183,10 @@ def around_invocation(root: str | None) -> Iterator[None]:
             except Exception:
                 removal = Removal(errors=1)
             if removal.entries or removal.errors:
-                _log(root, removal)
+                _log(root, removal, None if invocation is None else invocation())
 
 
-def _log(root: str, removal: Removal) -> None:
+def _log(root: str, removal: Removal, invocation: report.Invocation | None) -> None:
     report.notice(
         f"lambdaguard wiped {root}: removed {len(removal.entries)} new entries "
         f"({removal.files} files, {removal.directories} directories, {removal.bytes} bytes)",
@@ -196,4 +200,5 @@ def _log(root: str, removal: Removal) -> None:
             "errors": removal.errors,
             "paths": removal.entries[:PATHS_IN_LOG],
         },
+        invocation,
     )

@@ -124,6 +124,7 @@ class TestLambdaKeys:
         )
         monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "payments")
         monkeypatch.setattr(report, "_cold_start", True)
+        monkeypatch.setattr(report, "start_pending", True)
 
         @guard(network="block")
         def handler(event: dict[str, Any], context: FakeLambdaContext) -> None:
@@ -212,6 +213,176 @@ class TestBounded:
         out = capsys.readouterr().out
         assert len(events(out)) == 3
         assert events(out, "suppressed")[0]["lambdaguard"]["suppressed"] == 7
+
+
+class TestInvocations:
+    """Which invocation a line belongs to: its Lambda keys and its budget."""
+
+    def test_guards_and_relaxations_inside_a_handler_report_with_its_keys(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A with-guard, a relaxation and a guarded helper inside a handler write the handler's request id."""
+
+        @guard(network="block")
+        def helper() -> None:
+            with pytest.raises(Violation):
+                lookup("helper.example")
+
+        outer = guard(tmp="block")
+
+        @outer
+        def handler(event: object, context: object) -> str:
+            with guard(network="block"), pytest.raises(Violation):
+                lookup("inner.example")
+            with outer.relaxed(tmp="alert"):
+                helper()
+            return "done"
+
+        assert handler({}, FakeLambdaContext(aws_request_id="req-outer")) == "done"
+        lines = violation_lines(capsys.readouterr().out)
+        assert [line["lambdaguard"]["event"] for line in lines] == [
+            "violation",
+            "relaxed",
+            "violation",
+        ]
+        assert {line["function_request_id"] for line in lines} == {"req-outer"}
+
+    def test_next_invocation_does_not_see_the_last_ones_suppressed_count(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Each invocation's summary counts only its own suppressed lines."""
+        monkeypatch.setenv("LAMBDAGUARD_REPORT_LIMIT", "2")
+
+        @guard(network="block")
+        def handler(event: dict[str, int], context: object) -> None:
+            for _ in range(event["attempts"]):
+                with pytest.raises(Violation):
+                    lookup("budget.example")
+
+        handler({"attempts": 5}, FakeLambdaContext(aws_request_id="req-a"))
+        handler({"attempts": 4}, FakeLambdaContext(aws_request_id="req-b"))
+        summaries = events(capsys.readouterr().out, "suppressed")
+        assert [(s["function_request_id"], s["lambdaguard"]["suppressed"]) for s in summaries] == [
+            ("req-a", 3),
+            ("req-b", 2),
+        ]
+
+    def test_threads_started_by_a_handler_share_its_invocation(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Lines from the handler's threads carry its keys and count against its one budget."""
+        import threading
+
+        monkeypatch.setenv("LAMBDAGUARD_REPORT_LIMIT", "3")
+
+        def work() -> None:
+            for _ in range(3):
+                with contextlib.suppress(Violation):
+                    lookup("threaded.example")
+
+        @guard(network="block")
+        def handler(event: object, context: object) -> None:
+            threads = [threading.Thread(target=work) for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+
+        handler({}, FakeLambdaContext(aws_request_id="req-threads"))
+        out = capsys.readouterr().out
+        lines = events(out)
+        assert len(lines) == 3
+        assert {line["function_request_id"] for line in lines} == {"req-threads"}
+        (summary,) = events(out, "suppressed")
+        assert (summary["function_request_id"], summary["lambdaguard"]["suppressed"]) == (
+            "req-threads",
+            3,
+        )
+
+    def test_concurrent_async_invocations_keep_their_own_keys(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Interleaved coroutine handlers in one thread each write their own request id."""
+        import asyncio
+
+        @guard(network="block")
+        async def handler(event: dict[str, str], context: FakeLambdaContext) -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+                with pytest.raises(Violation):
+                    lookup(f"{context.aws_request_id}.example")
+
+        async def main() -> None:
+            await asyncio.gather(
+                *(handler({}, FakeLambdaContext(aws_request_id=f"req-{i}")) for i in range(4))
+            )
+
+        asyncio.run(main())
+        lines = events(capsys.readouterr().out)
+        assert len(lines) == 12
+        for line in lines:
+            assert line["lambdaguard"]["target"] == f"{line['function_request_id']}.example:443"
+
+    def test_handler_called_inside_a_with_block_is_its_own_invocation(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Only the handler's line carries the request id; the block's own line has none."""
+
+        @guard(tmp="block")
+        def handler(event: object, context: object) -> None:
+            with pytest.raises(Violation):
+                lookup("in-handler.example")
+
+        with guard(network="block"):
+            handler({}, FakeLambdaContext(aws_request_id="req-in-block"))
+            with pytest.raises(Violation):
+                lookup("in-block.example")
+        inside, outside = events(capsys.readouterr().out)
+        assert inside["function_request_id"] == "req-in-block"
+        assert "function_request_id" not in outside
+
+    def test_lines_suppressed_outside_invocations_are_summarised_when_one_begins(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Past the outside budget, the next invocation first writes the count it suppressed."""
+        with guard(network="block"):
+            for _ in range(report.DEFAULT_LIMIT + 3):
+                with contextlib.suppress(Violation):
+                    lookup("outside.example")
+
+        @guard(network="block")
+        def handler(event: object, context: object) -> None:
+            with pytest.raises(Violation):
+                lookup("handler.example")
+
+        assert len(events(capsys.readouterr().out)) == report.DEFAULT_LIMIT
+        handler({}, FakeLambdaContext(aws_request_id="req-after"))
+        lines = violation_lines(capsys.readouterr().out)
+        assert [line["lambdaguard"]["event"] for line in lines] == ["suppressed", "violation"]
+        assert lines[0]["lambdaguard"]["suppressed"] == 3
+        assert "function_request_id" not in lines[0]
+        assert lines[1]["function_request_id"] == "req-after"
+
+    def test_an_argument_whose_attributes_raise_changes_nothing(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A non-context argument whose __getattr__ raises: the line is written without keys, the result unchanged."""
+
+        class Hostile:
+            def __getattr__(self, name: str) -> object:
+                raise RuntimeError(f"no {name}")
+
+        @guard(network="block")
+        def handler(event: object, context: object) -> str:
+            with pytest.raises(Violation):
+                lookup("hostile.example")
+            return "done"
+
+        before = report.failures()
+        assert handler({}, Hostile()) == "done"
+        (line,) = events(capsys.readouterr().out)
+        assert "function_request_id" not in line
+        assert report.failures() == before
 
 
 class TestNeverBreaksTheHandler:

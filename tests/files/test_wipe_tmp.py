@@ -15,6 +15,7 @@ import pytest
 
 from lambdaguard import ConfigError, guard, wipe
 from tests.files.conftest import violation_lines
+from tests.helpers import FakeLambdaContext
 
 
 def _notices(out: str) -> list[dict[str, object]]:
@@ -152,6 +153,23 @@ class TestWipeAndPolicy:
         lines = violation_lines(capsys.readouterr().out)
         assert [v.get("action") for v in lines if v.get("event") == "violation"] == ["write"]
         assert [v.get("event") for v in lines] == ["violation", "wipe_tmp"]
+
+    def test_the_wipe_line_belongs_to_the_invocation(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The wipe's line, written after the scope is left, carries the handler's request id."""
+
+        @guard(wipe_tmp=str(tmp_path))
+        def handler(event: object, context: object) -> None:
+            (tmp_path / "f").write_text("x")
+
+        handler({}, FakeLambdaContext(aws_request_id="req-wiped"))
+        handler({}, FakeLambdaContext(aws_request_id="req-wiped-again"))
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [(line["lambdaguard"]["event"], line["function_request_id"]) for line in lines] == [
+            ("wipe_tmp", "req-wiped"),
+            ("wipe_tmp", "req-wiped-again"),
+        ]
 
     def test_nothing_created_means_no_log_line(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

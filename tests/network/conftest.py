@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from netkit import HTTPServer, TCPListener, UDPReceiver
 
-from lambdaguard import report
 from lambdaguard.policies.network import forget_resolutions
 from lambdaguard.sensors import ensure_installed
 
@@ -24,16 +23,6 @@ def _no_remembered_resolutions() -> Iterator[None]:
     forget_resolutions()
     yield
     forget_resolutions()
-
-
-@pytest.fixture(autouse=True)
-def _one_invocation_per_test() -> Iterator[None]:
-    # Each test is one invocation with its own reporting budget, as each Lambda request is.
-    started = report.begin_invocation(())
-    try:
-        yield
-    finally:
-        report.end_invocation(started)
 
 
 @pytest.fixture
