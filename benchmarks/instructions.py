@@ -43,7 +43,9 @@ MARKER = "getpgrp"  # a libc call none of the measured operations makes, in this
 SEGMENTS = 5
 # Calls before the first segment: from 3.11 on, the interpreter specialises a function's
 # bytecode after its first few calls, which costs tens of thousands of instructions once.
+# And before each segment, uncounted, after the heap was shifted (see shift_heap).
 WARMUP = 20
+SETTLE = 2
 ITERATIONS = {
     "open_read": 50,
     "connect": 10,
@@ -73,7 +75,8 @@ def valgrind_version() -> str | None:
 
 def child(role: str, port: int, plan: Plan) -> None:
     """Run ``plan`` in a hot.py worker of ``role``: per item, a warm-up, the marker alone,
-    then SEGMENTS segments of ``n`` calls, each ended by the marker."""
+    then SEGMENTS segments of ``n`` calls, each after a shift of the heap and a few calls
+    to settle; a marker ends each part."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import hot
 
@@ -89,21 +92,42 @@ def child(role: str, port: int, plan: Plan) -> None:
     gc.disable()  # as in the timed rounds
     with hot.stdout_to(hot.LineCounter()):
         for _, call, condition, n in plan:
+            if call not in calls:  # a blocked open where the tmp policy does not block
+                raise SystemExit(f"{call}: not measurable in this checkout's {role} worker")
             fn = calls[call]
             scope = worker.scope if condition == "scope" else contextlib.nullcontext()
             with scope:  # type: ignore[attr-defined]
-                for count in (max(n, WARMUP), 0, *[n] * SEGMENTS):
-                    for _ in range(count):
+                for _ in range(max(n, WARMUP)):
+                    fn()
+                os.getpgrp()  # callgrind writes what came since the last marker, and zeroes
+                os.getpgrp()  # the marker alone
+                for segment in range(SEGMENTS):
+                    shift_heap(segment)
+                    for _ in range(SETTLE):
                         fn()
-                    os.getpgrp()  # callgrind writes what came since the last one, and zeroes
+                    os.getpgrp()
+                    for _ in range(n):
+                        fn()
+                    os.getpgrp()
+
+
+_kept: list[bytes] = []
+
+
+def shift_heap(segment: int) -> None:
+    """Leave a block of a size of its own on malloc's heap before each segment.
+
+    A call that allocates a few KiB outside the interpreter's small-object allocator (an
+    open's 8 KiB buffer) costs glibc's malloc a number of instructions that depends on the
+    heap's layout, which depends on everything the process did before: compiling a module
+    instead of loading its .pyc, or a change anywhere in lambdaguard, moved such a row by
+    up to 2%. Each segment runs in a layout of its own, and the median is taken over them.
+    """
+    _kept.append(bytes(1000 + 3000 * segment))
+    _kept.append(bytes(8192 + 700 * segment))
 
 
 # --- the driver ----------------------------------------------------------------------------
-
-
-def blocked_labels(found_tmp: bool) -> list[str]:
-    """The blocked operations hot.py measures: a lookup, and an open where tmp blocks."""
-    return ["network_lookup", *(["tmp_open"] if found_tmp else [])]
 
 
 def plans(
@@ -146,12 +170,12 @@ def segment_counts(directory: str, pid: int) -> list[int]:
 def per_call(plan: Plan, counts: list[int]) -> dict[tuple[str, str], list[float]]:
     """By (key, condition), instructions per call in each segment: its count less the
     marker's alone, over its calls (per attempt for the blocked operations)."""
-    dumps = 2 + SEGMENTS  # warm-up, marker alone, segments
+    dumps = 2 + 2 * SEGMENTS  # warm-up, marker alone, then a settling part per segment
     if len(counts) != dumps * len(plan):
         raise RuntimeError(f"expected {dumps * len(plan)} callgrind dumps, found {len(counts)}")
     out = {}
     for i, (key, call, condition, n) in enumerate(plan):
-        marker, segments = counts[dumps * i + 1], counts[dumps * i + 2 : dumps * (i + 1)]
+        marker, segments = counts[dumps * i + 1], counts[dumps * i + 3 : dumps * (i + 1) : 2]
         calls = n * (BLOCKED_ATTEMPTS if call.startswith("blocked_") else 1)
         out[key, condition] = [(count - marker) / calls for count in segments]
     return out
@@ -170,6 +194,13 @@ def measure(
     and the ``blocked`` operations, with the valgrind version and the iterations used.
     The workers of the three roles run at once: their counts do not depend on the load."""
     role_plans = plans(rows, decorator=decorator, blocked=blocked or [], scale=scale)
+    # Every worker loads its modules from .pyc files: one compiled from source instead
+    # leaves a heap of another layout behind (see shift_heap), and the workers would race
+    # to write them.
+    subprocess.run(
+        [python, "-m", "compileall", "-q", str(ROOT / "lambdaguard"), str(ROOT / "benchmarks")],
+        check=True, env=env, stdout=subprocess.DEVNULL,
+    )
     listener = subprocess.Popen(
         [python, str(ROOT / "benchmarks" / "hot.py"), "listener"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
@@ -245,7 +276,7 @@ def main() -> int:
         [row for row in run.HOT_ROWS if only is None or row[0] in only],
         run.child_env(),
         decorator=only is None or "decorator" in only,
-        blocked=blocked_labels(True) if only is None or "blocked" in only else [],
+        blocked=["network_lookup", "tmp_open"] if only is None or "blocked" in only else [],
     )
     print("\n".join(run.instruction_lines(got)))
     return 0
