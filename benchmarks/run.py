@@ -435,8 +435,9 @@ def instruction_table(got: dict[str, Any] | None, skipped: str) -> list[str]:
         f"{it['connect']} (connect, lookup), {it['subprocess_true']} (`subprocess.run`, "
         f"handler body), {it['decorator']} (decorator) and {it['blocked']} invocation of "
         f"{got['blocked_attempts_per_invocation']} attempts (blocked), each segment counted "
-        "alone; the median segment, less the cost of the marker that delimits it, over its "
-        "calls.",
+        "alone after a shift of malloc's heap and two uncounted calls; the median segment, "
+        "less the cost of the marker that delimits it, over its calls. Unguarded: the "
+        "pristine worker (for the decorator, the undecorated handler).",
         "",
         "| operation | " + " | ".join(INSTRUCTION_COLUMNS) + " |",
         "|---|" + "---:|" * len(INSTRUCTION_COLUMNS),
@@ -446,9 +447,13 @@ def instruction_table(got: dict[str, Any] | None, skipped: str) -> list[str]:
         lines.append(f"| {INSTRUCTION_LABELS.get(row, row)} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "How to read it: these counts do not move with the load (two runs agree to a few "
-        "instructions in a thousand), so a change to lambdaguard shows in the \"added\" "
-        "columns even when the timed ratios above cannot resolve it. They are not times, and "
+        "How to read it: these counts do not move with the load. Two runs of one checkout "
+        "agree to 0.1%; another checkout of the same commit (other paths, so another heap "
+        "layout in each worker) moved most cells by less than 0.5% and one by 1.8% (400 "
+        "instructions of 3.11's no-scope open), so read a difference of a few hundred "
+        "instructions in one cell as layout, not code. A change to lambdaguard's hot path "
+        "of more than that shows in the \"added\" columns even when the timed ratios above "
+        "cannot resolve it. They are not times, and "
         "an instruction ratio is not a time ratio: only user-space instructions of the "
         "measured process are counted, not the kernel's work in a system call (the open's "
         "path walk, the loopback handshake, `fork` and `exec`), nor cache misses. Both sides "
@@ -658,10 +663,13 @@ def count_instructions(
 ) -> dict[str, Any]:
     """benchmarks/instructions.py for these rows, after the timed part (it loads both cores)."""
     print(f"Python {python_version}: instruction counts (valgrind) ...", flush=True)
-    return instructions.measure(
+    started = time.time()
+    got = instructions.measure(
         venv_python, rows, child_env(), decorator=decorator, blocked=blocked,
         scale=0.2 if quick else 1.0,
     )
+    print(f"Python {python_version}: counted in {time.time() - started:.0f} s", flush=True)
+    return got
 
 
 # --- main ----------------------------------------------------------------------------------------
