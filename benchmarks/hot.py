@@ -198,7 +198,8 @@ def scope_policy(workdir: str) -> dict[str, object]:
 class Worker:
     """One role's state: the operations, and for lambdaguard the guard of the scope."""
 
-    def __init__(self, role: str, port: int) -> None:
+    def __init__(self, role: str, port: int, *, warm: bool = True) -> None:
+        """``warm``: run every operation a few times now (instructions.py warms up its own)."""
         self.role = role
         self.workdir = tempfile.mkdtemp(prefix="lambdaguard-bench-")
         self.ops = make_operations(self.workdir, port)
@@ -214,10 +215,14 @@ class Worker:
 
             self.found = features(self.workdir, spawn=role == "spawned")
             self.scope = guard(**scope_policy(self.workdir))  # type: ignore[arg-type]
-            with self.scope:  # type: ignore[attr-defined]
-                for fn, n in self.ops.values():
-                    time_round(fn, max(1, n // 4))
-        for fn, n in self.ops.values():
+            if role == "spawned":
+                with self.scope:  # type: ignore[attr-defined]
+                    self.ops["subprocess_true"][0]()  # the state it measures, warm or not
+            if warm:
+                with self.scope:  # type: ignore[attr-defined]
+                    for fn, n in self.ops.values():
+                        time_round(fn, max(1, n // 4))
+        for fn, n in self.ops.values() if warm else ():
             time_round(fn, max(1, n // 4))  # warm-up: caches, page faults, first-call paths
 
     def round(self, op: str, condition: str) -> float:
@@ -259,8 +264,9 @@ class _Context:
     aws_request_id = "00000000-0000-0000-0000-000000000000"
 
 
-def measure_decorator(rounds: int) -> dict[str, list[float]]:
-    """A trivial handler called bare and through ``@guard(...)``, alternating rounds."""
+def decorator_calls() -> dict[str, Callable[[], object]]:
+    """A trivial handler called bare and through ``@guard(...)``, each as a call of no
+    arguments (the same lambda around both, so that only the decorator differs)."""
     from lambdaguard import guard
 
     def handler(event: object, context: object) -> object:
@@ -270,13 +276,22 @@ def measure_decorator(rounds: int) -> dict[str, list[float]]:
         handler
     )
     event, context = {"k": 1}, _Context()
+    return {
+        label: lambda fn=fn: fn(event, context)  # type: ignore[misc]
+        for label, fn in (("bare", handler), ("guarded", guarded))
+    }
+
+
+def measure_decorator(rounds: int) -> dict[str, list[float]]:
+    """The bare and the decorated handler, alternating rounds."""
+    calls = decorator_calls()
     n = 2000
     out: dict[str, list[float]] = {"bare": [], "guarded": []}
-    time_round(lambda: guarded(event, context), n // 4)
+    time_round(calls["guarded"], n // 4)
     for r in range(rounds):
-        pair = (("bare", handler), ("guarded", guarded))
-        for label, fn in pair if r % 2 == 0 else pair[::-1]:
-            out[label].append(time_round(lambda fn=fn: fn(event, context), n))  # type: ignore[misc]
+        pair = ("bare", "guarded")
+        for label in pair if r % 2 == 0 else pair[::-1]:
+            out[label].append(time_round(calls[label], n))
     return out
 
 
@@ -330,30 +345,36 @@ def features(workdir: str, *, spawn: bool) -> dict[str, bool]:
     return found
 
 
-def measure_blocked(rounds: int, workdir: str, found: dict[str, bool]) -> dict[str, object]:
-    """Per blocked attempt, its JSON line included: 100 attempts per guarded invocation."""
+def blocked_invocations(
+    workdir: str, found: dict[str, bool], attempts: int
+) -> dict[str, Callable[[], object]]:
+    """By blocked operation, one invocation of a guarded handler that attempts it
+    ``attempts`` times, as a call of no arguments."""
     from lambdaguard import guard
 
-    out: dict[str, object] = {}
-    attempts = _blocked_attempts(workdir, found)
-    for label, attempt in attempts.items():
+    out: dict[str, Callable[[], object]] = {}
+    context = _Context()
+    for label, attempt in _blocked_attempts(workdir, found).items():
         policy = {"network": "block"} if label.startswith("network") else {"tmp": "block"}
 
         @guard(**policy)  # type: ignore[arg-type]
         def handler(event: object, context: object, attempt: Callable[[], None] = attempt) -> None:
-            for _ in range(BLOCKED_PER_INVOCATION):
+            for _ in range(attempts):
                 attempt()
 
+        out[label] = lambda h=handler: h({}, context)  # type: ignore[misc]
+    return out
+
+
+def measure_blocked(rounds: int, workdir: str, found: dict[str, bool]) -> dict[str, object]:
+    """Per blocked attempt, its JSON line included: 100 attempts per guarded invocation."""
+    out: dict[str, object] = {}
+    for label, invoke in blocked_invocations(workdir, found, BLOCKED_PER_INVOCATION).items():
         sink = LineCounter()
-        context = _Context()
         with stdout_to(sink):
-            handler({}, context)
+            invoke()
             lines_per_invocation = sink.lines
-            per_op = [
-                time_round(lambda h=handler, c=context: h({}, c), 20)  # type: ignore[misc]
-                / BLOCKED_PER_INVOCATION
-                for _ in range(rounds)
-            ]
+            per_op = [time_round(invoke, 20) / BLOCKED_PER_INVOCATION for _ in range(rounds)]
         out[label] = {
             "ns_per_op": per_op,
             "lines_per_invocation": lines_per_invocation,
@@ -364,21 +385,12 @@ def measure_blocked(rounds: int, workdir: str, found: dict[str, bool]) -> dict[s
 
 def measure_flood(count: int, workdir: str, found: dict[str, bool]) -> dict[str, object]:
     """``count`` blocked attempts in one invocation: wall time and lines written."""
-    from lambdaguard import guard
-
     out: dict[str, object] = {}
-    for label, attempt in _blocked_attempts(workdir, found).items():
-        policy = {"network": "block"} if label.startswith("network") else {"tmp": "block"}
-
-        @guard(**policy)  # type: ignore[arg-type]
-        def handler(event: object, context: object, attempt: Callable[[], None] = attempt) -> None:
-            for _ in range(count):
-                attempt()
-
+    for label, invoke in blocked_invocations(workdir, found, count).items():
         sink = LineCounter()
         with stdout_to(sink):
             start = time.perf_counter()
-            handler({}, _Context())
+            invoke()
             seconds = time.perf_counter() - start
         out[label] = {"attempts": count, "seconds": seconds, "lines": sink.lines}
     return out
