@@ -382,14 +382,17 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
             # Outermost: the state is the same every time (it is immutable, and its merge
             # cache is keyed by the baseline version), so it is built once per guard.
             return _scope.set(self._outermost)
-        state = ScopeState(
+        return _scope.set(self._nested_state(parent))
+
+    def _nested_state(self, parent: ScopeState) -> ScopeState:
+        """The state of this guard entered inside ``parent``: its layer added, not yet pushed."""
+        return ScopeState(
             (*parent.layers, (self, self._policy)),
             parent.overrides,
             self._logger if self._logger is not None else parent.logger,
             parent,
             self,
         )
-        return _scope.set(state)
 
     def __exit__(
         self,
@@ -508,13 +511,7 @@ class guard:  # a lower-case name: it reads as a function, as contextlib's class
             state._version = template._version
             state._active = template._active
         else:
-            state = ScopeState(
-                (*parent.layers, (self, self._policy)),
-                parent.overrides,
-                self._logger if self._logger is not None else parent.logger,
-                parent,
-                self,
-            )
+            state = self._nested_state(parent)
             outer: ScopeState | None = parent
             while outer is not None:
                 if outer.invocation_args is not None:
