@@ -7,10 +7,11 @@ as much as a change to the hot path saves. ``run.py`` (``make bench``) therefore
 counts, with this module, the user-space instructions each hot-path operation executes.
 One ``benchmarks/hot.py`` worker per role (pristine, lambdaguard, spawned) runs under
 valgrind's callgrind with ``PYTHONHASHSEED=0``; for each operation and condition it warms
-up, then runs the operation ``n`` and ``2n`` times, calling ``os.getpgrp()`` between the
-segments, and callgrind (``--dump-before=getpgrp``) writes the count of each segment to a
-file of its own. The difference of the two segments over ``n`` is one operation: start-up,
-warm-up and the marker's own cost cancel, and one process serves every row of its role.
+up, runs the marker (``os.getpgrp()``) alone, then ``SEGMENTS`` segments of ``n`` calls,
+each after a shift of malloc's heap, with a marker between them; callgrind
+(``--dump-before=getpgrp``) writes the count of each stretch to a file of its own. One
+operation is the median segment, less the marker, over ``n``: start-up and warm-up do not
+count, and one process serves every row of its role.
 
 Kernel work is not counted, so these are not wall-clock ratios: an open or a loopback
 connect spends much of its time in the kernel, on both sides of the ratio. Run standalone,
