@@ -34,7 +34,11 @@ fork-exec-wait loop, every Python frame on the way costs about three times its w
 so that path keeps to a few, and remembers per merged policy view the verdicts that no rule
 needed the file system for. It only ever says yes; everything else takes the full decision.
 Both paths hand Popen the executable they judged, so the child runs that file rather than
-searching PATH again.
+searching PATH again. The os routes that search PATH themselves (exec*p, spawn*p,
+posix_spawnp, and pty.spawn, whose child runs execlp) do the same: the patch searches
+once, as the original would (``_searched``), and calls the non-searching form (execv,
+execve, spawnv, spawnve, posix_spawn) with the judged path and the caller's argv, so no
+other file on PATH is let through.
 
 ``_posixsubprocess.fork_exec`` raises no audit event in CPython 3.10-3.13, and neither does
 a forkserver forking a new child; lambdaguard wraps the module attribute (which

@@ -147,6 +147,8 @@ class TestTheJudgedFileIsTheOneThatRuns:
         assert tools.ran(tools.second) is None, outcome
         if entry.startswith("exec"):
             assert "oserror OSError 8" in outcome.stdout, outcome  # ENOEXEC
+        elif entry.startswith("spawn"):
+            assert "status 127" in outcome.stdout, outcome  # the child's exec failed
         assert outcome.violations == []
 
     @pytest.mark.parametrize("entry", list(CALLS))
@@ -212,6 +214,20 @@ class TestSearchSemantics:
         )
         outcome = tools.run(run_scenario, call, allow=[tool], marker_of=tools.second)
         assert tools.ran(tools.second) == "as-called", outcome
+
+    def test_posix_spawnp_searches_the_path_of_this_process(
+        self, tools: Tools, run_scenario: ScenarioRunner
+    ) -> None:
+        """os.posix_spawnp judges and runs the tool on this process's PATH, not its env's."""
+        tool = tools.shell(tools.first)
+        tools.shell(tools.second)
+        call = (
+            "print('status', os.waitpid(os.posix_spawnp('tool', [A0, '-c', SCRIPT], "
+            f"{{**os.environ, 'PATH': {str(tools.second)!r}}}), 0))"
+        )
+        outcome = tools.run(run_scenario, call, allow=[tool])
+        assert tools.ran(tools.first) == "as-called", outcome
+        assert outcome.violations == []
 
 
 class TestProgramNotFound:
