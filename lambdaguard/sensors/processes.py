@@ -276,6 +276,7 @@ def _after_fork_in_child() -> None:
     # exec the program that was decided (see the module docstring).
     if not _local.__dict__.get("keep", False):
         _local.through = frozenset()
+        _local.__dict__.pop("exec_as", None)  # pty.spawn's, for its own child only
     carry = _carry()
     if carry is not None:
         from lambdaguard import _inherit
@@ -645,6 +646,7 @@ def _exec_like(
     """A wrapper for exec*/spawn*: ``first`` is the index of the file argument; ``plain``
     names the non-searching form (execv for execvp, ...) of a PATH-searching one, None for
     a form that does not search."""
+    plain_exec = plain is None and action == "exec"  # execv, execve
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -664,9 +666,9 @@ def _exec_like(
         plan = _plan(current())
         if plan is None or len(args) < first + 2:
             return wrapped(*args, **kwargs)
-        if plain is None and type(args[first]) in (str, bytes) and not args[first]:
+        if plain_exec and type(args[first]) in (str, bytes) and not args[first]:
             # An empty path execs nothing (ENOENT): it is what a searching form that found
-            # nothing hands on (_unfound), and there is nothing to decide.
+            # nothing hands on (_unfound; a spawnvp child's execv), nothing to decide.
             return wrapped(*args, **kwargs)
         if env_at is not None and len(args) > env_at and args[env_at] is not None:
             args = (*args[:env_at], _plain_env(args[env_at]), *args[env_at + 1 :])
