@@ -34,7 +34,11 @@ fork-exec-wait loop, every Python frame on the way costs about three times its w
 so that path keeps to a few, and remembers per merged policy view the verdicts that no rule
 needed the file system for. It only ever says yes; everything else takes the full decision.
 Both paths hand Popen the executable they judged, so the child runs that file rather than
-searching PATH again.
+searching PATH again. The os routes that search PATH themselves (exec*p, spawn*p,
+posix_spawnp, and pty.spawn, whose child runs execlp) do the same: the patch searches
+once, as the original would (``_searched``), and calls the non-searching form (execv,
+execve, spawnv, spawnve, posix_spawn) with the judged path and the caller's argv, so no
+other file on PATH is let through.
 
 ``_posixsubprocess.fork_exec`` raises no audit event in CPython 3.10-3.13, and neither does
 a forkserver forking a new child; lambdaguard wraps the module attribute (which
@@ -44,6 +48,7 @@ original before lambdaguard was activated is not seen. docs/processes.md lists t
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -116,16 +121,6 @@ def _search_path(env: object) -> str:
         return os.environ.get("PATH", os.defpath)
 
 
-def _candidates(name: str, path: str) -> set[str]:
-    """Every file a PATH search for ``name`` might exec (see execvp's loop in os.py)."""
-    if os.sep in name:
-        return set()
-    return {
-        os.path.normpath(os.path.join(os.path.abspath(d or "."), name))
-        for d in path.split(os.pathsep)
-    }
-
-
 class _Operation:
     """One decided-or-to-decide process operation. Not changed once built.
 
@@ -142,7 +137,7 @@ class _Operation:
         name: str,  # the program as the caller gave it
         executable: str | None,  # resolved absolute path, or None when not found
         argv: list[str] | None,
-        also: frozenset[str] = frozenset(),  # more "through" marks (PATH candidates, FORK)
+        also: frozenset[str] = frozenset(),  # more "through" marks (FORK, a caller's list)
         search: str | None = None,  # the PATH ``name`` was searched on; None: a path
     ) -> None:
         self.action = action
@@ -222,6 +217,38 @@ def _program(
     return _Operation(action, route, text, executable, argv_list, search=searched)
 
 
+def _searched(action: str, route: str, name: str, argv: object, search: str) -> _Operation:
+    """The operation of a PATH-searching exec, spawn or posix_spawnp: ``name`` searched on
+    ``search`` as the original would search it, so that the file judged is the file the
+    original would have found (and the one then exec'd: see ``_exec_like``).
+
+    The search is resolve()'s, which is os.execvp's (os._execvpe: each entry of
+    ``os.get_exec_path(env)`` in turn, an empty entry meaning the working directory, a name
+    with a slash not searched) and glibc's posix_spawnp's, with one exception made up
+    here: resolve() follows shutil.which, for which PATH='' finds nothing, while
+    ``''.split(':')`` is ``['']`` for os.execvp and glibc reads it as one empty entry too:
+    the working directory.
+    """
+    operation = _program(action, route, name, argv, search=search)
+    if operation.executable is None and search == "" and name and os.sep not in name:
+        operation = _Operation(
+            action,
+            route,
+            name,
+            resolve(name, path=os.curdir),
+            operation.argv,
+            search=operation.search,
+        )
+    return operation
+
+
+def _unfound(name: str) -> str:
+    """What to hand the non-searching form when the search found nothing: a path that
+    execs nothing and fails as the original's search fails, ENOENT ("" always does; a name
+    with a NUL byte is refused with the original's ValueError before any exec)."""
+    return name if "\0" in name else ""
+
+
 def _fork(route: str) -> _Operation:
     return _Operation("fork", route, sys.executable, sys.executable, None)
 
@@ -229,6 +256,10 @@ def _fork(route: str) -> _Operation:
 # --- per-thread state: what an allowed operation may do on its way down ---------------------------
 
 _local = threading.local()
+
+# "execv", "spawnv", "posix_spawn", ... -> that function as it was before lambdaguard
+# patched it (install fills this in before patching anything).
+_plain: dict[str, Callable[..., Any]] = {}
 _scope_get = scope._scope.get  # scope.current()'s read, for the inlined copies
 
 
@@ -245,6 +276,7 @@ def _after_fork_in_child() -> None:
     # exec the program that was decided (see the module docstring).
     if not _local.__dict__.get("keep", False):
         _local.through = frozenset()
+        _local.__dict__.pop("exec_as", None)  # pty.spawn's, for its own child only
     carry = _carry()
     if carry is not None:
         from lambdaguard import _inherit
@@ -606,32 +638,59 @@ def _exec_like(
     route: str,
     *,
     first: int,
-    searches: bool,
+    plain: str | None,
     env_at: int | None,
     keep_in_child: bool,
     audit_event: str,
 ) -> Wrapper:
-    """A wrapper for exec*/spawn*: ``first`` is the index of the file argument."""
+    """A wrapper for exec*/spawn*: ``first`` is the index of the file argument; ``plain``
+    names the non-searching form (execv for execvp, ...) of a PATH-searching one, None for
+    a form that does not search."""
+    plain_exec = plain is None and action == "exec"  # execv, execve
 
     def wrapper(
         wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        if plain is not None and len(args) > first:
+            redirect: tuple[int, str, str] | None = _local.__dict__.get("exec_as")
+            if (
+                redirect is not None
+                and redirect[0] != os.getpid()
+                and type(args[first]) is str
+                and args[first] == redirect[1]
+            ):
+                # pty.spawn's child, running os.execlp(argv[0], *argv): exec the program
+                # decided in the parent (_pty_spawn), not the result of a new PATH search.
+                del _local.exec_as
+                return _plain[plain](redirect[2], *args[first + 1 :], **kwargs)
         plan = _plan(current())
         if plan is None or len(args) < first + 2:
+            return wrapped(*args, **kwargs)
+        if plain_exec and type(args[first]) in (str, bytes) and not args[first]:
+            # An empty path execs nothing (ENOENT): it is what a searching form that found
+            # nothing hands on (_unfound; a spawnvp child's execv), nothing to decide.
             return wrapped(*args, **kwargs)
         if env_at is not None and len(args) > env_at and args[env_at] is not None:
             args = (*args[:env_at], _plain_env(args[env_at]), *args[env_at + 1 :])
         env = args[env_at] if env_at is not None and len(args) > env_at else None
-        search = _search_path(env) if searches else None
         # Decide and run the same values: a __fspath__ asked twice could answer differently.
         args = (*args[:first], _text(args[first]), _argv(args[first + 1]), *args[first + 2 :])
-        operation = _program(action, route, args[first], args[first + 1], search=search)
-        if search is not None:
-            # execvp tries each PATH entry in turn (os._execvpe): none is a new decision.
-            operation = operation.adding(*_candidates(operation.name, search))
+        if plain is not None:
+            # execvp(e) and spawnvp(e) search the PATH of their env argument, if any.
+            operation = _searched(action, route, args[first], args[first + 1], _search_path(env))
+        else:
+            operation = _program(action, route, args[first], args[first + 1], search=None)
         if action == "spawn":
             operation = operation.adding(FORK)  # POSIX spawn* fork first, then exec
-        if not _decide(plan, operation):
+        decided = _decide(plan, operation)
+        if plain is not None:
+            # Exec the file that was judged, with the non-searching form: the original's own
+            # PATH search could find another (one placed earlier on PATH meanwhile, or a
+            # later one after the judged file fails to exec). argv[0] stays the caller's.
+            wrapped = _plain[plain]
+            program = operation.executable or _unfound(operation.name)
+            args = (*args[:first], program, *args[first + 1 :])
+        if not decided:
             return wrapped(*args, **kwargs)
         if plan.carry is not None:
             if env_at is not None and len(args) > env_at:
@@ -696,10 +755,20 @@ def _posix_spawn(route: str, *, searches: bool) -> Wrapper:
         plan = _plan(active)
         if plan is None or len(args) < 2:
             return wrapped(*args, **kwargs)
-        # posix_spawnp searches the PATH of this process, not of the env argument (glibc).
-        search = _search_path(None) if searches else None
         args = (_text(args[0]), _argv(args[1]), *args[2:])
-        operation = _program("spawn", route, args[0], args[1], search=search)
+        if searches:
+            # posix_spawnp searches the PATH of this process, not of the env argument (glibc).
+            operation = _searched("spawn", route, args[0], args[1], _search_path(None))
+            # Spawn the file that was judged, with posix_spawn: glibc's own search could
+            # find another. argv[0] stays the caller's.
+            wrapped = _plain["posix_spawn"]
+            if operation.executable is None and "\0" not in operation.name:
+                _decide(plan, operation)  # raises if refused
+                # As posix_spawnp fails for a name found nowhere on PATH.
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), args[0])
+            args = (operation.executable or operation.name, *args[1:])
+        else:
+            operation = _program("spawn", route, args[0], args[1], search=None)
         if not _decide(plan, operation):
             return wrapped(*args, **kwargs)
         if plan.carry is not None:
@@ -738,14 +807,22 @@ def _pty_spawn(
         return wrapped(*args, **kwargs)
     argv = _argv(args[0] if args else kwargs.get("argv"))
     name = argv[0] if argv else ""
-    search = _search_path(None)
-    operation = _program("spawn", "pty.spawn", name, argv, search=search)
-    # The child runs os.execlp, which tries each PATH entry: none is a new decision.
-    operation = operation.adding(FORK, *_candidates(name, search))
+    # The child runs os.execlp(argv[0], *argv): os.execvp's search, on this process's PATH.
+    operation = _searched("spawn", "pty.spawn", name, argv, _search_path(None)).adding(FORK)
     args, kwargs = (argv, *args[1:]), {k: v for k, v in kwargs.items() if k != "argv"}
     if not _decide(plan, operation):
         return wrapped(*args, **kwargs)
-    return _carry_out(operation, plan, "pty.spawn", wrapped, args, kwargs, keep_in_child=True)
+    # The forked child's os.execlp (the execvp patch) execs the judged file rather than
+    # searching PATH again; only the child (another pid) takes this, and only once.
+    saved = _local.__dict__.get("exec_as")
+    _local.exec_as = (os.getpid(), name, operation.executable or _unfound(name))
+    try:
+        return _carry_out(operation, plan, "pty.spawn", wrapped, args, kwargs, keep_in_child=True)
+    finally:
+        if saved is None:
+            _local.__dict__.pop("exec_as", None)
+        else:
+            _local.exec_as = saved
 
 
 def _fork_exec_operation(args: tuple[Any, ...]) -> _Operation:
@@ -866,11 +943,16 @@ def install() -> None:
     register_post_import("subprocess", _patch_subprocess)
     register_post_import("pty", _patch_pty)
     patch(os, "system", _system)
-    for name, first, searches, env_at in (
-        ("execv", 0, False, None),
-        ("execve", 0, False, 2),
-        ("execvp", 0, True, None),
-        ("execvpe", 0, True, 2),
+    # The non-searching forms, as they are before patching: what a searching form's patch
+    # calls with the program it judged.
+    for name in ("execv", "execve", "spawnv", "spawnve", "posix_spawn"):
+        if hasattr(os, name):
+            _plain[name] = getattr(os, name)
+    for name, first, plain, env_at in (
+        ("execv", 0, None, None),
+        ("execve", 0, None, 2),
+        ("execvp", 0, "execv", None),
+        ("execvpe", 0, "execve", 2),
     ):
         patch(
             os,
@@ -879,17 +961,17 @@ def install() -> None:
                 "exec",
                 f"os.{name}",
                 first=first,
-                searches=searches,
+                plain=plain,
                 env_at=env_at,
                 keep_in_child=False,
                 audit_event="os.exec",
             ),
         )
-    for name, first, searches, env_at in (
-        ("spawnv", 1, False, None),
-        ("spawnve", 1, False, 3),
-        ("spawnvp", 1, True, None),
-        ("spawnvpe", 1, True, 3),
+    for name, first, plain, env_at in (
+        ("spawnv", 1, None, None),
+        ("spawnve", 1, None, 3),
+        ("spawnvp", 1, "spawnv", None),
+        ("spawnvpe", 1, "spawnve", 3),
     ):
         if hasattr(os, name):
             # POSIX spawn* fork, then exec in the child: the child keeps the "through" mark.
@@ -900,7 +982,7 @@ def install() -> None:
                     "spawn",
                     f"os.{name}",
                     first=first,
-                    searches=searches,
+                    plain=plain,
                     env_at=env_at,
                     keep_in_child=True,
                     audit_event="os.fork",
@@ -938,8 +1020,10 @@ def _audit(
         rules = active.rules.get(POLICY)
         if rules is None:
             return
-        if program_at is not None and len(args) > program_at and _through_path(args[program_at]):
-            return
+        if program_at is not None and len(args) > program_at:
+            program = args[program_at]
+            if _through_path(program) or (type(program) in (str, bytes) and not program):
+                return  # part of an allowed operation, or an empty path, which execs nothing
         try:
             operation = make(args)
         except Exception:
@@ -982,7 +1066,9 @@ AUDIT_HANDLERS: dict[str, Callable[[tuple[Any, ...], Active], None]] = {
             "system", "os.system (audit)", SHELL, [SHELL, "-c", _text(a[0])], search=None
         )
     ),
-    "os.exec": _audit(lambda a: _program("exec", "os.exec (audit)", a[0], a[1], search=None)),
+    "os.exec": _audit(
+        lambda a: _program("exec", "os.exec (audit)", a[0], a[1], search=None), program_at=0
+    ),
     "os.spawn": _audit(lambda a: _program("spawn", "os.spawn (audit)", a[1], a[2], search=None)),
     "os.posix_spawn": _audit(_audit_posix_spawn, program_at=0),
     "os.fork": _audit(lambda a: _fork("os.fork (audit)")),
