@@ -128,7 +128,7 @@ def count_instructions(pythons: list[str]) -> int:
             counts = segment_counts(directory, child.pid)[1 : 1 + len(names)]
         print(f"\n{python} (one round under {valgrind_version()}, PYTHONHASHSEED=0)\n")
         print("| step | million instructions |\n|---|---:|")
-        for name, count in zip(names, counts):
+        for name, count in zip(names, counts, strict=True):
             print(f"| {name} | {count / 1e6:.2f} |")
         print(f"| total | {sum(counts) / 1e6:.2f} |")
     return 0
