@@ -185,7 +185,8 @@ class _Details(Mapping[str, object]):
             op = self._operation
             built: dict[str, Any] = {"route": op.route, "executable": op.executable or op.name}
             if op.argv is not None:
-                from lambdaguard.sensors._masking import mask_argv
+                with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+                    from lambdaguard.sensors._masking import mask_argv
 
                 built["argv"] = mask_argv(op.argv)
             self._built = built
@@ -279,7 +280,8 @@ def _after_fork_in_child() -> None:
         _local.__dict__.pop("exec_as", None)  # pty.spawn's, for its own child only
     carry = _carry()
     if carry is not None:
-        from lambdaguard import _inherit
+        with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+            from lambdaguard import _inherit
 
         os.environ[_inherit.VARIABLE] = carry
 
@@ -312,7 +314,8 @@ def _carried() -> str | None:
     last = _last_carried
     if last is not None and last[0] is state and last[1] == version:
         return last[2]
-    from lambdaguard import _inherit
+    with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+        from lambdaguard import _inherit
 
     layers = _inherit.layers_in_force()
     value = _inherit.encode(layers) if _inherit.requested(layers) else None
@@ -374,7 +377,8 @@ def _with_carrier(env: object, carry: str | None) -> Any:
     """``env`` (None: this process's) with the inherited policy added, as a new dict."""
     if carry is None:
         return env
-    from lambdaguard import _inherit
+    with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+        from lambdaguard import _inherit
 
     base: Mapping[Any, Any] = os.environ if env is None else env  # type: ignore[assignment]
     out = dict(base.items())
@@ -405,7 +409,8 @@ def _popen_layout(wrapped: Callable[..., Any]) -> tuple[Layout, frozenset[str] |
     function = getattr(wrapped, "__func__", wrapped)
     known = _layouts.get(function)
     if known is None:
-        from lambdaguard.sensors._layout import Layout
+        with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+            from lambdaguard.sensors._layout import Layout
 
         layout = Layout.of(wrapped)
         plain: frozenset[str] | None = layout.names - set(_POPEN_READS)
@@ -607,7 +612,8 @@ def _shell_prefix(command: Any, carry: str) -> Any:
     # os.environ here would leak into every other thread's children: export in the shell.
     import shlex
 
-    from lambdaguard import _inherit
+    with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+        from lambdaguard import _inherit
 
     line = f"{_inherit.VARIABLE}={shlex.quote(carry)}; export {_inherit.VARIABLE}\n"
     if isinstance(command, bytes):
@@ -720,7 +726,8 @@ def _exec_with_carrier(
     kwargs: dict[str, Any],
 ) -> Any:
     assert plan.carry is not None
-    from lambdaguard import _inherit
+    with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+        from lambdaguard import _inherit
 
     previous = os.environ.get(_inherit.VARIABLE)
     os.environ[_inherit.VARIABLE] = plan.carry
@@ -857,7 +864,8 @@ def _fork_exec(
             if env is not None
             else [os.fsencode(f"{k}={v}") for k, v in os.environ.items()]
         )
-        from lambdaguard import _inherit
+        with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+            from lambdaguard import _inherit
 
         prefix = os.fsencode(_inherit.VARIABLE + "=")
         items = [i for i in items if not bytes(i).startswith(prefix)] + [

@@ -166,3 +166,48 @@ class TestDeferredModulesWorkWhenFirstUsed:
         assert "child refused ProcessViolation" in str(out["child"])
         assert "lambdaguard._inherit" in out["after"]  # type: ignore[operator]
         assert not marker.exists()
+
+
+class TestDeferredModulesAreLambdaguardsOwnReads:
+    def test_loading_them_inside_a_tmp_scope_works_when_lambdaguard_lives_under_tmp(
+        self, tmp_path: Path
+    ) -> None:
+        """A copy of lambdaguard under /tmp, tmp blocked: the first process operations still load their modules, and nothing but the blocked child is reported."""
+        package = Path(__file__).resolve().parents[2] / "lambdaguard"
+        shutil.copytree(package, tmp_path / "lambdaguard", ignore=shutil.ignore_patterns("__pycache__"))
+        marker = tmp_path / "ran.txt"
+        out = run_scenario(
+            f"""
+            import sys
+            sys.dont_write_bytecode = True  # every module is read from its source, under /tmp
+            sys.path.insert(0, {str(tmp_path)!r})
+            import io, json, subprocess
+            import lambdaguard
+            assert lambdaguard.__file__.startswith({str(tmp_path)!r}), lambdaguard.__file__
+            lines, real = io.StringIO(), sys.stdout
+            out = {{}}
+            sys.stdout = lines
+            try:
+                with lambdaguard.guard(
+                    tmp="block",
+                    subprocess=lambdaguard.Subprocess("block", allow=[{TOUCH!r}], inherit=True),
+                ):
+                    subprocess.run([{TOUCH!r}, {str(marker)!r}], check=True)
+                    try:
+                        subprocess.run(["/bin/sh", "-c", "echo --password=hunter2"])
+                        out["shell"] = "ran"
+                    except lambdaguard.ProcessViolation:
+                        out["shell"] = "blocked"
+            finally:
+                sys.stdout = real
+            out["reported"] = [
+                json.loads(line)["lambdaguard"]["policy"]
+                for line in lines.getvalue().splitlines() if '"violation"' in line
+            ]
+            out["loaded"] = {loaded()}
+            print(json.dumps(out))
+            """,
+            tmp_path,
+        )
+        assert out == {"shell": "blocked", "reported": ["subprocess"], "loaded": list(DEFERRED)}
+        assert marker.exists()
