@@ -31,7 +31,7 @@ class own_work:  # a lower-case name: used like contextlib's context managers
     """Mark lambdaguard's own work on this thread; nested uses are fine.
 
     Also around the import of a lambdaguard module loaded on first use (sensors/_masking,
-    sensors/_layout, _inherit), which may first be needed inside a scope: the import
+    sensors/_layout, _inherit, wipe), which may first be needed inside a scope: the import
     system's read of that file is lambdaguard's, not the user's, and must not be judged by
     the user's policy (a checkout under /tmp is governed by the tmp policy).
 

@@ -561,7 +561,8 @@ def _wipe_root_for(value: object) -> str | None:
     # lambdaguard.wipe is imported only by guards that wipe: import lambdaguard stays cheap.
     if value is None or value is False:
         return None
-    from lambdaguard import wipe
+    with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+        from lambdaguard import wipe
 
     return wipe.root_for(value)
 
@@ -582,7 +583,8 @@ _NO_WIPE = _NoWipe()
 def _wiping(root: str | None, state: ScopeState) -> AbstractContextManager[None]:
     if root is None:
         return _NO_WIPE
-    from lambdaguard import wipe
+    with _internal.own_work():  # lambdaguard's own module: see _internal.own_work
+        from lambdaguard import wipe
 
     # The wipe runs outside the scope (before it is entered, after it is left) but its
     # line belongs to the invocation the call runs in.
