@@ -351,6 +351,10 @@ def _decide(plan: _Plan, operation: _Operation) -> bool:
     return True
 
 
+# The audit events whose first argument is the program, the path object the caller passed.
+_PROGRAM_FIRST = frozenset({"os.exec", "os.posix_spawn"})
+
+
 def _carry_out(
     operation: _Operation,
     plan: _Plan,
@@ -366,8 +370,15 @@ def _carry_out(
     _local.through = _through() | operation.marks()
     _local.keep = keep_in_child
     _local.carry = plan.carry
+    same = None
+    if audit_event in _PROGRAM_FIRST and args:
+        # Only this call's own event is quiet: C converts the env (a value's __fspath__ is
+        # user code) before it raises "os.exec"/"os.posix_spawn", and an exec made from
+        # there must be decided. C passes the very path object it was given.
+        program = args[0]
+        same = lambda event_args: bool(event_args) and event_args[0] is program  # noqa: E731
     try:
-        return proceed(audit_event, wrapped, args, kwargs)
+        return proceed(audit_event, wrapped, args, kwargs, same=same)
     finally:
         _local.__dict__.clear()
         _local.__dict__.update(saved)
