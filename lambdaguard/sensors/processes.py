@@ -843,16 +843,21 @@ def _pty_spawn(
             _local.exec_as = saved
 
 
-def _fork_exec_operation(args: tuple[Any, ...]) -> _Operation:
+def _fork_exec_operation(args: tuple[Any, ...]) -> tuple[_Operation, str | None]:
+    """The operation to decide, and the one candidate to hand the child (None: as given).
+
+    The caller's executable list is a PATH search done by the caller, and the child tries
+    every entry in turn, going on after any failure (ENOEXEC, EACCES): it is handed only
+    the candidate that was judged, as the exec*p routes are.
+    """
     argv = _argv(args[0])
     candidates = [_text(c) for c in args[1]] if len(args) > 1 and args[1] else []
-    # The child execs the first candidate that works (a PATH search done by the caller).
     chosen = next(
         (c for c in candidates if os.path.isfile(c) and os.access(c, os.X_OK)),
         candidates[0] if candidates else (argv[0] if argv else ""),
     )
     operation = _program("spawn", "_posixsubprocess.fork_exec", chosen, argv, search=None)
-    return operation.adding(*(os.path.normpath(os.path.abspath(c)) for c in candidates))
+    return operation, chosen if len(candidates) > 1 else None
 
 
 def _fork_exec(
@@ -864,9 +869,12 @@ def _fork_exec(
         return wrapped(*args, **kwargs)
     if len(args) < 6:
         return wrapped(*args, **kwargs)
-    operation = _fork_exec_operation(args)
-    if plan is not None and _decide(plan, operation):
-        carry = plan.carry
+    operation, only = _fork_exec_operation(args)
+    if plan is not None:
+        if _decide(plan, operation):  # raises if blocked; False: allowed one level up
+            carry = plan.carry
+        if only is not None:
+            args = (args[0], [os.fsencode(only)], *args[2:])
     if carry is not None:
         # fork_exec takes the environment as a list of b"KEY=VALUE" (index 5; None: inherit).
         env = args[5]

@@ -1,14 +1,16 @@
-"""An allowed exec's quiet mark covers that exec only, not one made while C prepares it.
+"""What an allowed operation lets through is that operation, and nothing made on its way.
 
 ``os.execve`` and ``os.posix_spawn`` convert the environment in C (a value's
 ``__fspath__`` is called) before they raise their audit event. lambdaguard's patch has
 already decided the call and marked its event quiet; an exec made from inside that
-``__fspath__`` must still be decided. Each case runs in a fresh interpreter, since an exec
-replaces it: the scenario writes what it saw to a file before the allowed exec.
+``__fspath__`` must still be decided. And a caller's own PATH search handed to
+``_posixsubprocess.fork_exec`` as a list of candidates is cut to the one judged: the child
+would try each in turn. Each case runs in a fresh interpreter, since an exec replaces it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -75,4 +77,42 @@ def test_an_exec_from_inside_an_allowed_call_is_still_decided(
     )
     assert done.returncode == 0, done.stderr
     assert seen.read_text() == "blocked"
+    assert not marker.exists()
+
+
+FORK_EXEC_SCENARIO = """
+import _posixsubprocess, os, subprocess, lambdaguard
+first, second, marker = {first!r}, {second!r}, {marker!r}
+with lambdaguard.guard(subprocess=lambdaguard.Subprocess("block", allow=[first])):
+    patched = _posixsubprocess.fork_exec  # lambdaguard's patch, installed by the guard
+
+    def caller_searched(args, executable_list, *rest):
+        # A caller that did its own PATH search hands fork_exec every candidate.
+        return patched(args, [os.fsencode(first), os.fsencode(second)], *rest)
+
+    subprocess._fork_exec = caller_searched  # the name Popen calls
+    try:
+        # preexec_fn keeps Popen on fork_exec (3.13 would otherwise posix_spawn).
+        subprocess.run([first, "-c", "touch " + marker], preexec_fn=lambda: None)
+        print("ran")
+    except OSError as error:
+        print("refused by the kernel", error.errno)
+"""
+
+
+def test_fork_exec_hands_the_child_only_the_judged_candidate(tmp_path: Path) -> None:
+    """An allowed first candidate the kernel cannot run (no #!) fails the call; the unjudged second one never runs."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_text("not a program\n")  # executable, but no #! line: execve gives ENOEXEC
+    first.chmod(0o755)
+    second.symlink_to("/bin/sh")
+    marker = tmp_path / "second-ran"
+    code = FORK_EXEC_SCENARIO.format(first=str(first), second=str(second), marker=str(marker))
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAGUARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=environment, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"refused by the kernel {errno.ENOEXEC}"
     assert not marker.exists()
