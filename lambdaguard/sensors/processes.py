@@ -355,6 +355,17 @@ def _decide(plan: _Plan, operation: _Operation) -> bool:
 _PROGRAM_FIRST = frozenset({"os.exec", "os.posix_spawn"})
 
 
+def _own_copy(text: str) -> str:
+    """``text`` as a str object of lambdaguard's own, that no other code holds.
+
+    Popen is handed the judged executable as this object and raises its audit event with
+    it, so the quiet mark can recognise that call's own event by identity: user code that
+    runs inside Popen before the event (a ``fileno()`` of a stdin object) cannot present
+    the same object, even with an equal, interned string.
+    """
+    return text[:1] + text[1:] if len(text) > 1 else text
+
+
 def _carry_out(
     operation: _Operation,
     plan: _Plan,
@@ -364,18 +375,25 @@ def _carry_out(
     kwargs: dict[str, Any],
     *,
     keep_in_child: bool = False,
+    program: object = None,
 ) -> Any:
-    """Call the original with the operation's programs marked "through" on this thread."""
+    """Call the original with the operation's programs marked "through" on this thread.
+
+    ``program``: the object the original raises its audit event with first (Popen's own
+    copy of the executable); for "os.exec"/"os.posix_spawn" it is the path in ``args``.
+    """
     saved = dict(_local.__dict__)
     _local.through = _through() | operation.marks()
     _local.keep = keep_in_child
     _local.carry = plan.carry
-    same = None
-    if audit_event in _PROGRAM_FIRST and args:
-        # Only this call's own event is quiet: C converts the env (a value's __fspath__ is
-        # user code) before it raises "os.exec"/"os.posix_spawn", and an exec made from
-        # there must be decided. C passes the very path object it was given.
+    if program is None and audit_event in _PROGRAM_FIRST and args:
         program = args[0]
+    same = None
+    if program is not None:
+        # Only this call's own event is quiet: user code can run inside the original before
+        # its event (C converting the env calls a value's __fspath__; Popen calls fileno()
+        # on stdin objects), and an operation started from there must be decided. The
+        # event carries the very object the original was given.
         same = lambda event_args: bool(event_args) and event_args[0] is program  # noqa: E731
     try:
         return proceed(audit_event, wrapped, args, kwargs, same=same)
@@ -527,11 +545,15 @@ def _popen_init(
     ):
         # Exec the file that was judged, not a second PATH search that could find another
         # (a program placed earlier on PATH meanwhile, a relative PATH entry read from cwd).
-        changed["executable"] = operation.executable
+        changed["executable"] = program = _own_copy(operation.executable)
+    else:
+        program = None  # a shell: Popen raises its event with its own /bin/sh
     if plan.carry is not None:
         changed["env"] = _with_carrier(arguments["env"], plan.carry)
     args, kwargs = layout.put(changed, args, kwargs)
-    return _carry_out(operation, plan, "subprocess.Popen", wrapped, args, kwargs)
+    return _carry_out(
+        operation, plan, "subprocess.Popen", wrapped, args, kwargs, program=program
+    )
 
 
 def _plainly_allowed(active: Active, rules: tuple[Rule, ...], argv: list[Any]) -> str | None:
@@ -594,8 +616,8 @@ def _run_allowed(
     Popen is told to exec ``executable``, the file that was judged: its own PATH search
     (or a path with ``..`` that the kernel reads through a link) could find another file.
     """
-    if executable != argv[0]:
-        kwargs = {**kwargs, "executable": executable}
+    program = _own_copy(executable)  # what the event carries: see _own_copy
+    kwargs = {**kwargs, "executable": program}
     local = _local.__dict__
     through: frozenset[str] = local.get("through", frozenset())
     if executable in through:
@@ -606,7 +628,9 @@ def _run_allowed(
     local["through"] = through | {executable}
     local["keep"] = False
     local["carry"] = None
-    quiet = _internal.set_quiet("subprocess.Popen")  # proceed(), inlined
+    quiet = _internal.set_quiet(  # proceed(), inlined
+        "subprocess.Popen", lambda event_args: bool(event_args) and event_args[0] is program
+    )
     try:
         return wrapped(argv, **kwargs)
     finally:

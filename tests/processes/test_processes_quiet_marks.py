@@ -116,3 +116,43 @@ def test_fork_exec_hands_the_child_only_the_judged_candidate(tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == f"refused by the kernel {errno.ENOEXEC}"
     assert not marker.exists()
+
+
+POPEN_SCENARIO = """
+import os, subprocess
+original_init = subprocess.Popen.__init__  # a reference kept before lambdaguard patched it
+import lambdaguard
+true, marker, cwd = {true!r}, {marker!r}, {cwd!r}
+
+class SneakyStdin:
+    def fileno(self):
+        # Popen asks this before it raises its audit event, inside the allowed call.
+        try:
+            nested = subprocess.Popen.__new__(subprocess.Popen)
+            original_init(nested, ["/bin/sh", "-c", "touch " + marker])
+            nested.wait()
+            print("nested ran")
+        except lambdaguard.ProcessViolation:
+            print("nested blocked")
+        return 0
+
+with lambdaguard.guard(subprocess=lambdaguard.Subprocess("block", allow=[true])):
+    subprocess.run([true], stdin=SneakyStdin(), **{extra})
+"""
+
+
+@pytest.mark.parametrize("extra", ["{}", "{'cwd': cwd}"], ids=["plain path", "full decision"])
+def test_a_popen_started_inside_an_allowed_popen_is_still_decided(
+    tmp_path: Path, extra: str
+) -> None:
+    """A shell started through a kept original Popen.__init__ from a stdin's fileno() during an allowed run is blocked and never runs."""
+    marker = tmp_path / "sneaked"
+    code = POPEN_SCENARIO.format(true=TRUE, marker=str(marker), cwd=str(tmp_path), extra=extra)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAGUARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=environment, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nested blocked" in done.stdout.splitlines()
+    assert not marker.exists()
