@@ -546,8 +546,12 @@ def _popen_init(
         # Exec the file that was judged, not a second PATH search that could find another
         # (a program placed earlier on PATH meanwhile, a relative PATH entry read from cwd).
         changed["executable"] = program = _own_copy(operation.executable)
+    elif arguments["shell"] and arguments["executable"] is None:
+        # Popen would run its own "/bin/sh" and raise its event with that object: hand it
+        # the shell that was judged, as an object of our own (argv[0] stays "/bin/sh").
+        changed["executable"] = program = _own_copy(SHELL)
     else:
-        program = None  # a shell: Popen raises its event with its own /bin/sh
+        program = None  # a shell the caller named: Popen runs it as given
     if plan.carry is not None:
         changed["env"] = _with_carrier(arguments["env"], plan.carry)
     args, kwargs = layout.put(changed, args, kwargs)

@@ -129,25 +129,35 @@ class SneakyStdin:
         # Popen asks this before it raises its audit event, inside the allowed call.
         try:
             nested = subprocess.Popen.__new__(subprocess.Popen)
-            original_init(nested, ["/bin/sh", "-c", "touch " + marker])
+            original_init(nested, [{touch!r}, marker])  # not on the allow-list
             nested.wait()
             print("nested ran")
         except lambdaguard.ProcessViolation:
             print("nested blocked")
         return 0
 
-with lambdaguard.guard(subprocess=lambdaguard.Subprocess("block", allow=[true])):
-    subprocess.run([true], stdin=SneakyStdin(), **{extra})
+with lambdaguard.guard(subprocess=lambdaguard.Subprocess("block", allow=[true, "/bin/sh"])):
+    subprocess.run({command}, stdin=SneakyStdin(), **{extra})
 """
 
+TOUCH = os.path.realpath(shutil.which("touch") or "/usr/bin/touch")
+POPEN_CASES = {
+    "plain path": ("[true]", "{}"),
+    "full decision": ("[true]", "{'cwd': cwd}"),
+    "shell": ("true", "{'shell': True}"),
+}
 
-@pytest.mark.parametrize("extra", ["{}", "{'cwd': cwd}"], ids=["plain path", "full decision"])
+
+@pytest.mark.parametrize("case", sorted(POPEN_CASES))
 def test_a_popen_started_inside_an_allowed_popen_is_still_decided(
-    tmp_path: Path, extra: str
+    tmp_path: Path, case: str
 ) -> None:
-    """A shell started through a kept original Popen.__init__ from a stdin's fileno() during an allowed run is blocked and never runs."""
+    """A program started through a kept original Popen.__init__ from a stdin's fileno() during an allowed run is blocked and never runs."""
     marker = tmp_path / "sneaked"
-    code = POPEN_SCENARIO.format(true=TRUE, marker=str(marker), cwd=str(tmp_path), extra=extra)
+    command, extra = POPEN_CASES[case]
+    code = POPEN_SCENARIO.format(
+        true=TRUE, touch=TOUCH, marker=str(marker), cwd=str(tmp_path), command=command, extra=extra
+    )
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAGUARD_")}
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
