@@ -22,6 +22,17 @@ import pytest
 
 TRUE = os.path.realpath(shutil.which("true") or "/bin/true")
 
+
+def run_fresh(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (an exec replaces it); it must exit 0."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAGUARD_")}
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True, text=True, env=environment, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
 SCENARIO = """
 import os, posix, lambdaguard
 seen, marker = {seen!r}, {marker!r}
@@ -70,12 +81,7 @@ def test_an_exec_from_inside_an_allowed_call_is_still_decided(
         nested=NESTED[nested],
         call=CALLS[call].format(true=TRUE),
     )
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAGUARD_")}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, env=environment, timeout=60, check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    run_fresh(code)
     assert seen.read_text() == "blocked"
     assert not marker.exists()
 
@@ -108,12 +114,7 @@ def test_fork_exec_hands_the_child_only_the_judged_candidate(tmp_path: Path) -> 
     second.symlink_to("/bin/sh")
     marker = tmp_path / "second-ran"
     code = FORK_EXEC_SCENARIO.format(first=str(first), second=str(second), marker=str(marker))
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAGUARD_")}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, env=environment, timeout=60, check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_fresh(code)
     assert done.stdout.strip().splitlines()[-1] == f"refused by the kernel {errno.ENOEXEC}"
     assert not marker.exists()
 
@@ -158,11 +159,6 @@ def test_a_popen_started_inside_an_allowed_popen_is_still_decided(
     code = POPEN_SCENARIO.format(
         true=TRUE, touch=TOUCH, marker=str(marker), cwd=str(tmp_path), command=command, extra=extra
     )
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDAGUARD_")}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True, text=True, env=environment, timeout=60, check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    done = run_fresh(code)
     assert "nested blocked" in done.stdout.splitlines()
     assert not marker.exists()
