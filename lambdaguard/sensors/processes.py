@@ -621,7 +621,10 @@ def _run_allowed(
     (or a path with ``..`` that the kernel reads through a link) could find another file.
     """
     program = _own_copy(executable)  # what the event carries: see _own_copy
-    kwargs = {**kwargs, "executable": program}
+    if executable != argv[0]:
+        kwargs = {**kwargs, "executable": program}
+    else:
+        argv[0] = program  # our own copy of the list: the child sees the same text
     local = _local.__dict__
     through: frozenset[str] = local.get("through", frozenset())
     if executable in through:
