@@ -323,6 +323,8 @@ def _address_method(
 
     @_internal.wraps(original)
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # scope.current() and ScopeState.active() inlined, as in audit._hook: a call would
+        # add a frame to every send in the process, guarded or not.
         state = _scope_get()
         active = (
             scope._baseline_active
@@ -457,6 +459,7 @@ def _getaddrinfo_function(original: Callable[..., Any]) -> Callable[..., Any]:
     def getaddrinfo(
         host: Any, port: Any, family: Any = 0, type: Any = 0, proto: Any = 0, flags: Any = 0
     ) -> Any:
+        # scope.current() inlined, as in _address_method: every lookup pays for a call.
         state = _scope_get()
         active = (
             scope._baseline_active
